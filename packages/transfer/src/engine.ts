@@ -1,0 +1,792 @@
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Credential, DataCopySpec, DataLocation, JobSpec } from '@dts/document';
+import {
+  type Adapter,
+  type AdapterRegistry,
+  classifySystemError,
+  type Entry,
+  type ResolvedLocation,
+  TransferError,
+} from '@dts/vfs';
+import { createChecksum, type StreamingChecksum } from './checksum.js';
+import type {
+  CopyResult,
+  CopyState,
+  ErrorInfo,
+  FileFailure,
+  FileState,
+  JobResult,
+  JobState,
+  TransferEvent,
+} from './events.js';
+import { isFile, PARTIAL_SUFFIX, selectionMatcher, walk } from './listing.js';
+
+export interface BackoffOptions {
+  /** First delay. Default 1000 ms. */
+  readonly initialMs?: number;
+  /** Multiplier per attempt. Default 2. */
+  readonly factor?: number;
+  /** Cap. Default 60000 ms. */
+  readonly maxMs?: number;
+}
+
+export interface TransferOptions {
+  readonly registry: AdapterRegistry;
+  readonly onEvent?: (event: TransferEvent) => void;
+  /**
+   * Stops the job. `abort('suspend')` stops at a safe point and keeps partial files for a later resume
+   * (copies end Suspended); any other reason cancels: partial files are removed, copies end Cancelled.
+   */
+  readonly signal?: AbortSignal;
+  /** Minimum interval between progress events per file. Default 1000 ms. */
+  readonly progressIntervalMs?: number;
+  readonly backoff?: BackoffOptions;
+  /** Use the kernel's copy (copy_file_range / reflink) for file→file on this host. Default true. */
+  readonly kernelCopy?: boolean;
+  /** DataCopies of one job run at once. Default 2. */
+  readonly copyConcurrency?: number;
+}
+
+/** Bytes of the partial file compared with the source before a resume is trusted. */
+const RESUME_OVERLAP = 64 * 1024;
+/** Per-sink buffer in a fan-out: a slow sink stalls the source, it never makes a fast sink buffer more than this. */
+const FANOUT_BUFFER = 1024 * 1024;
+const MAX_FAILURES_KEPT = 1000;
+
+/** Runs the DataCopies of a job and resolves with the outcome; never rejects for a transfer failure. */
+export async function runJob(spec: JobSpec, options: TransferOptions): Promise<JobResult> {
+  const started = Date.now();
+  const emit = emitter(options);
+  emit({ type: 'job.state', state: 'Running' });
+  const results: CopyResult[] = new Array(spec.copies.length);
+  let next = 0;
+  const lanes = Math.max(1, Math.min(options.copyConcurrency ?? 2, spec.copies.length));
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (next < spec.copies.length) {
+        const i = next++;
+        results[i] = await new CopyRun(spec.copies[i] as DataCopySpec, spec.credentials, options, emit).run();
+      }
+    }),
+  );
+  const state = jobState(results);
+  emit({ type: 'job.state', state });
+  return { state, copies: results, elapsedMs: Date.now() - started };
+}
+
+function jobState(copies: readonly CopyResult[]): JobState {
+  if (copies.every((c) => c.state === 'Done')) return 'Done';
+  if (copies.some((c) => c.state === 'Suspended')) return 'Suspended';
+  if (copies.some((c) => c.state === 'Cancelled')) return 'Cancelled';
+  return 'Failed';
+}
+
+type Emit = (event: DistributiveOmit<TransferEvent, 'at'>) => void;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+function emitter(options: TransferOptions): Emit {
+  const onEvent = options.onEvent;
+  if (!onEvent) return () => {};
+  return (event) => onEvent({ ...event, at: new Date().toISOString() } as TransferEvent);
+}
+
+interface SinkTarget {
+  readonly loc: ResolvedLocation;
+  /** Directory copy: the sink directory path (ends with `/`). File copy: the target file path. */
+  readonly base: string;
+  readonly isDirectory: boolean;
+  /** Directories known to exist at this sink (so mkdir is not repeated per file). */
+  readonly made: Set<string>;
+}
+
+interface SourceChoice {
+  readonly loc: ResolvedLocation;
+  readonly index: number;
+  readonly entry: Entry;
+}
+
+/** Why a copy stopped early: set once, read by every file in flight. */
+type StopReason = 'suspend' | 'cancel';
+
+class CopyRun {
+  private readonly counts = { done: 0, skipped: 0, failed: 0 };
+  private readonly failures: FileFailure[] = [];
+  private bytes = 0;
+  private readonly leftBehind: string[] = [];
+  private readonly backoff: Required<BackoffOptions>;
+  private readonly progressIntervalMs: number;
+
+  constructor(
+    private readonly copy: DataCopySpec,
+    private readonly credentials: JobSpec['credentials'],
+    private readonly options: TransferOptions,
+    private readonly emit: Emit,
+  ) {
+    this.backoff = { initialMs: 1000, factor: 2, maxMs: 60_000, ...options.backoff };
+    this.progressIntervalMs = options.progressIntervalMs ?? 1000;
+  }
+
+  private get signal(): AbortSignal | undefined {
+    return this.options.signal;
+  }
+
+  private stopReason(): StopReason | undefined {
+    if (!this.signal?.aborted) return undefined;
+    return this.signal.reason === 'suspend' ? 'suspend' : 'cancel';
+  }
+
+  async run(): Promise<CopyResult> {
+    const id = this.copy.id;
+    this.emit({ type: 'copy.state', copyId: id, state: 'Transferring' });
+    let error: TransferError | undefined;
+    try {
+      const source = await this.chooseSource();
+      const isDir = source.entry.type === 'directory';
+      const sinks = await Promise.all(this.copy.sinks.map((s) => this.chooseSink(s.locations, isDir)));
+      if (isDir) await this.copyTree(source, sinks);
+      else await this.copyOne(source, sinks, source.entry.name, source.entry, source.loc.path);
+    } catch (err) {
+      error = classifySystemError(err);
+    }
+    const state = this.finalState(error);
+    const result: CopyResult = {
+      id,
+      state,
+      files: { ...this.counts },
+      bytes: this.bytes,
+      failures: this.failures,
+      ...(error && error.kind !== 'cancelled' ? { error: info(error) } : {}),
+      ...(this.leftBehind.length > 0 ? { leftBehind: this.leftBehind } : {}),
+    };
+    this.emit({
+      type: 'copy.state',
+      copyId: id,
+      state,
+      files: result.files,
+      bytes: this.bytes,
+      ...(result.error ? { error: result.error } : this.failures[0] ? { error: this.failures[0].error } : {}),
+      ...(result.leftBehind ? { leftBehind: result.leftBehind } : {}),
+    });
+    return result;
+  }
+
+  private finalState(error: TransferError | undefined): CopyState {
+    const stop = this.stopReason();
+    if (stop === 'suspend') return 'Suspended';
+    if (stop === 'cancel') return 'Cancelled';
+    if (!error && this.counts.failed === 0) return 'Done';
+    return this.leftBehind.length > 0 ? 'Failed:Unclean' : 'Failed:Clean';
+  }
+
+  private credential(loc: DataLocation): Credential | undefined {
+    return loc.credentialsId ? this.credentials[loc.credentialsId] : undefined;
+  }
+
+  private resolve(loc: DataLocation): ResolvedLocation {
+    const cred = this.credential(loc);
+    return this.options.registry.resolve(loc.url, {
+      ...(cred ? { credential: cred } : {}),
+      ...(loc.hostKeyFingerprint ? { hostKeyFingerprint: loc.hostKeyFingerprint } : {}),
+    });
+  }
+
+  /** The first source location that answers, trying each with retries (DMI alternative DataLocations). */
+  private async chooseSource(from = 0): Promise<SourceChoice> {
+    const locations = this.copy.source.locations;
+    let last: TransferError | undefined;
+    for (let index = from; index < locations.length; index++) {
+      const spec = locations[index] as DataLocation;
+      try {
+        const loc = this.resolve(spec);
+        const entry = await this.withRetries(() => loc.adapter.stat(loc.path, this.signal));
+        const wantsDir = spec.url.endsWith('/');
+        if (wantsDir && entry.type !== 'directory') {
+          throw new TransferError(
+            'XFR_NOT_A_DIRECTORY',
+            `${loc.displayUrl} is a file, but the URL ends with /; remove the trailing / to copy one file`,
+            { url: loc.displayUrl },
+          );
+        }
+        if (!wantsDir && entry.type === 'directory') {
+          throw new TransferError(
+            'XFR_IS_A_DIRECTORY',
+            `${loc.displayUrl} is a directory; end the URL with / to copy the directory and everything in it`,
+            { url: loc.displayUrl },
+          );
+        }
+        return { loc, index, entry };
+      } catch (err) {
+        last = classifySystemError(err);
+        if (last.kind === 'cancelled' || last.kind === 'fatal') throw last;
+      }
+    }
+    throw last ?? new TransferError('XFR_INTERNAL', 'the copy has no source location');
+  }
+
+  /** The first sink location whose target directory exists or can be made. */
+  private async chooseSink(locations: readonly DataLocation[], sourceIsDir: boolean): Promise<SinkTarget> {
+    let last: TransferError | undefined;
+    for (const spec of locations) {
+      try {
+        const loc = this.resolve(spec);
+        const isDirectory = spec.url.endsWith('/');
+        if (sourceIsDir && !isDirectory) {
+          throw new TransferError(
+            'XFR_NOT_A_DIRECTORY',
+            `${loc.displayUrl}: a directory is copied into a directory; end the sink URL with /`,
+            { url: loc.displayUrl },
+          );
+        }
+        const dir = isDirectory ? loc.path : parentOf(loc.path);
+        await this.withRetries(() => loc.adapter.mkdir(dir));
+        return { loc, base: loc.path, isDirectory, made: new Set([trimSlash(dir)]) };
+      } catch (err) {
+        last = classifySystemError(err);
+        if (last.kind === 'cancelled' || last.kind === 'fatal') throw last;
+      }
+    }
+    throw last ?? new TransferError('XFR_INTERNAL', 'the copy has no sink location');
+  }
+
+  private async copyTree(source: SourceChoice, sinks: readonly SinkTarget[]): Promise<void> {
+    const matcher = selectionMatcher(this.copy.source.select);
+    const concurrency = Math.max(1, this.copy.requirements.concurrency);
+    const inFlight = new Set<Promise<void>>();
+    const visitedDirs: string[] = [];
+    let files = 0;
+    let total = 0;
+    let lastPlan = 0;
+    const plan = (complete: boolean) => {
+      this.emit({ type: 'copy.plan', copyId: this.copy.id, files, bytes: total, complete });
+      lastPlan = Date.now();
+    };
+    for await (const item of walk(source.loc.adapter, source.loc.path, matcher, this.signal)) {
+      if (this.stopReason()) break;
+      if (!isFile(item)) {
+        if (this.copy.requirements.deleteSource) visitedDirs.push(item.rel);
+        // With no Include every directory is wanted, empty ones too (like cp -r); with one, only
+        // directories that receive a file are made, so a filter does not leave a skeleton of empty ones.
+        if (matcher.all) await Promise.all(sinks.map((s) => this.ensureDir(s, s.base + item.rel)));
+        continue;
+      }
+      files++;
+      total += item.entry.size;
+      if (Date.now() - lastPlan >= this.progressIntervalMs) plan(false);
+      const p = this.copyOne(
+        source,
+        sinks,
+        item.rel,
+        item.entry,
+        joinPath(source.loc.path, item.rel),
+      ).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (inFlight.size >= concurrency) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    if (!this.stopReason()) plan(true);
+    if (this.copy.requirements.deleteSource && !this.stopReason() && this.counts.failed === 0) {
+      // Deepest first; a directory still holding unselected files stays (removeDir refuses a non-empty one).
+      for (const rel of visitedDirs.sort((a, b) => b.length - a.length)) {
+        await source.loc.adapter.removeDir(joinPath(source.loc.path, rel)).catch(() => undefined);
+      }
+    }
+  }
+
+  private async ensureDir(sink: SinkTarget, dir: string): Promise<void> {
+    const key = trimSlash(dir);
+    if (sink.made.has(key)) return;
+    await this.withRetries(() => sink.loc.adapter.mkdir(key));
+    sink.made.add(key);
+  }
+
+  private targetPath(sink: SinkTarget, rel: string, name: string): string {
+    if (!sink.isDirectory) return sink.base;
+    return sink.base + (rel || name);
+  }
+
+  /**
+   * One file to every sink: tries the chosen source location with retries, then the later
+   * alternatives; records the outcome. Never throws (except when the whole job is stopping).
+   */
+  private async copyOne(
+    source: SourceChoice,
+    sinks: readonly SinkTarget[],
+    rel: string,
+    entry: Entry,
+    sourcePath: string,
+  ): Promise<void> {
+    const path = rel || entry.name;
+    const targets = sinks.map((sink) => ({ sink, target: this.targetPath(sink, rel, entry.name) }));
+    const pending: PendingSink[] = [];
+    let attempt = 0;
+    try {
+      await Promise.all(targets.map((t) => this.ensureDir(t.sink, parentOf(t.target))));
+      // CreationFlag dontOverwrite: sinks that already hold the file are left alone.
+      const flag = this.copy.requirements.creationFlag;
+      for (const t of targets) {
+        const existing = await this.statOrNull(t.sink.loc.adapter, t.target);
+        if (existing && flag === 'dontOverwrite') continue;
+        // append to an existing file writes in place from its old end (kept, so a retry rewrites
+        // only the appended part); anything else goes through a temporary file and a rename.
+        const appendAt = flag === 'append' && existing ? existing.size : undefined;
+        pending.push({ ...t, appendAt, temp: appendAt === undefined ? tempPath(t.target) : t.target });
+      }
+      if (pending.length === 0) {
+        this.counts.skipped++;
+        this.fileEvent(path, 'Skipped', entry.size, 0, 0, source, sinks, {
+          detail: 'target exists and CreationFlag is dontOverwrite',
+        });
+        return;
+      }
+      for (;;) {
+        try {
+          const outcome = await this.withRetries(
+            () => this.transferFile(source, entry, sourcePath, pending, path, ++attempt),
+            (err) =>
+              this.fileEvent(path, 'Transferring', entry.size, 0, attempt, source, sinksOf(pending), {
+                error: info(err),
+                detail: `attempt ${attempt} failed; retrying`,
+              }),
+          );
+          for (const t of pending) if (t.temp !== t.target) await t.sink.loc.adapter.rename(t.temp, t.target);
+          if (this.copy.requirements.deleteSource) await source.loc.adapter.remove(sourcePath);
+          this.counts.done++;
+          this.bytes += entry.size;
+          this.fileEvent(path, 'Done', entry.size, entry.size, attempt, source, sinksOf(pending), outcome);
+          return;
+        } catch (err) {
+          // A permanent failure at the source: the same file may be at the next alternative location.
+          const e = classifySystemError(err);
+          if (e.kind !== 'permanent' || !isSourceError(e)) throw e;
+          const alt = await this.nextSource(source, rel).catch(() => undefined);
+          if (!alt) throw e;
+          ({ choice: source, path: sourcePath, entry } = alt);
+          attempt = 0;
+        }
+      }
+    } catch (err) {
+      const e = classifySystemError(err);
+      const stop = this.stopReason();
+      if (stop || e.kind === 'cancelled') {
+        if (stop !== 'suspend') await this.cleanup(pending);
+        this.fileEvent(
+          path,
+          stop === 'suspend' ? 'Suspended' : 'Cancelled',
+          entry.size,
+          0,
+          attempt,
+          source,
+          sinks,
+        );
+        return;
+      }
+      const left = await this.cleanup(pending);
+      this.counts.failed++;
+      if (this.failures.length < MAX_FAILURES_KEPT) this.failures.push({ path, error: info(e) });
+      this.fileEvent(path, 'Failed', entry.size, 0, attempt, source, sinks, {
+        error: info(e),
+        ...(left.length > 0 ? { detail: `partial files left behind: ${left.join(', ')}` } : {}),
+      });
+    }
+  }
+
+  /** The same relative file at the next alternative source location, if there is one that has it. */
+  private async nextSource(
+    current: SourceChoice,
+    rel: string,
+  ): Promise<{ choice: SourceChoice; path: string; entry: Entry } | undefined> {
+    if (current.index + 1 >= this.copy.source.locations.length) return undefined;
+    const choice = await this.chooseSource(current.index + 1);
+    const path = rel && choice.entry.type === 'directory' ? joinPath(choice.loc.path, rel) : choice.loc.path;
+    const entry = choice.entry.type === 'directory' ? await choice.loc.adapter.stat(path) : choice.entry;
+    return { choice, path, entry };
+  }
+
+  /**
+   * Undoes a failed or cancelled file: removes temporary files and cuts an appended target back to
+   * its old length. Returns what it could not clean (masked URLs), which makes the copy Failed:Unclean.
+   */
+  private async cleanup(pending: readonly PendingSink[]): Promise<string[]> {
+    const left: string[] = [];
+    await Promise.all(
+      pending.map(async (t) => {
+        const adapter = t.sink.loc.adapter;
+        try {
+          if (t.appendAt === undefined) await adapter.remove(t.temp);
+          else if (adapter.capabilities.writeAtOffset)
+            await adapter.write(t.temp, Readable.from([]), { offset: t.appendAt });
+          else throw new Error('cannot truncate');
+        } catch {
+          left.push(siblingUrl(t.sink.loc.displayUrl, t.sink.base, t.temp));
+        }
+      }),
+    );
+    this.leftBehind.push(...left);
+    return left;
+  }
+
+  private async statOrNull(adapter: Adapter, path: string): Promise<Entry | null> {
+    try {
+      return await adapter.stat(path, this.signal);
+    } catch (err) {
+      const e = classifySystemError(err);
+      if (e.code === 'XFR_NOT_FOUND') return null;
+      throw e;
+    }
+  }
+
+  /**
+   * One attempt at one file: picks the fastest correct path (server-side/kernel copy, or a stream
+   * resumed from the partial files), writes every sink's temporary file, verifies, and leaves the
+   * renames to the caller. Resolves with what the Done event should say.
+   */
+  private async transferFile(
+    source: SourceChoice,
+    entry: Entry,
+    sourcePath: string,
+    pending: readonly PendingSink[],
+    path: string,
+    attempt: number,
+  ): Promise<FileOutcome> {
+    const req = this.copy.requirements;
+    const srcAdapter = source.loc.adapter;
+    const sinks = sinksOf(pending);
+    const first = pending[0] as PendingSink;
+
+    // Kernel copy (copy_file_range / reflink) or a server-side copy: one sink, nothing to hash, no partial to resume.
+    const sameServer = srcAdapter === first.sink.loc.adapter;
+    const bothLocal =
+      srcAdapter.capabilities.localFilesystem && first.sink.loc.adapter.capabilities.localFilesystem;
+    if (
+      pending.length === 1 &&
+      first.appendAt === undefined &&
+      !req.checksum &&
+      (this.options.kernelCopy ?? true) &&
+      srcAdapter.copy &&
+      (sameServer || bothLocal) &&
+      !(await this.statOrNull(first.sink.loc.adapter, first.temp))
+    ) {
+      const detail = sameServer && !bothLocal ? 'server-side copy' : 'kernel copy';
+      this.fileEvent(path, 'Transferring', entry.size, 0, attempt, source, sinks, { detail });
+      try {
+        await srcAdapter.copy(sourcePath, first.temp, this.signal);
+      } catch (err) {
+        const e = classifySystemError(err);
+        // The sink's directory exists (made before), so a missing file is the source's.
+        throw e.code === 'XFR_NOT_FOUND' ? markSource(e) : e;
+      }
+      this.signal?.throwIfAborted();
+      const copied = await first.sink.loc.adapter.stat(first.temp);
+      if (copied.size !== entry.size) {
+        throw new TransferError(
+          'XFR_INTEGRITY',
+          `${source.loc.displayUrl}: copied ${copied.size} bytes of ${entry.size}; the source changed during the copy`,
+        );
+      }
+      return { detail };
+    }
+
+    // Resume: every sink keeps a prefix of its partial file; the shortest one bounds them all.
+    const offset = await this.resumeOffset(source, pending, entry);
+    const hash = req.checksum ? createChecksum(req.checksum) : undefined;
+    if (hash && offset > 0) await this.hashPrefix(hash, first, offset);
+    // Compare the tail of the partial with the source before trusting it: a changed source restarts.
+    const overlap = Math.min(offset, RESUME_OVERLAP);
+    const readFrom = offset - overlap;
+    const expectTail =
+      overlap > 0 ? await readRange(first.sink.loc.adapter, first.temp, readFrom, overlap) : undefined;
+
+    this.fileEvent(path, 'Transferring', entry.size, offset, attempt, source, sinks, {
+      detail: 'stream',
+      ...(offset > 0 ? { resumedFrom: offset } : {}),
+    });
+
+    const attemptAbort = new AbortController();
+    const onStop = () => attemptAbort.abort(this.signal?.reason);
+    this.signal?.addEventListener('abort', onStop, { once: true });
+    let input: Readable;
+    try {
+      input = await srcAdapter.openRead(sourcePath, { offset: readFrom, signal: attemptAbort.signal });
+    } catch (err) {
+      this.signal?.removeEventListener('abort', onStop);
+      throw markSource(classifySystemError(err, source.loc.displayUrl));
+    }
+    const pipes = pending.map(() => new PassThrough({ highWaterMark: FANOUT_BUFFER }));
+    const writes = pending.map((t, i) =>
+      t.sink.loc.adapter
+        .write(t.temp, pipes[i] as PassThrough, {
+          ...this.writePosition(t, offset),
+          signal: attemptAbort.signal,
+        })
+        .catch((err) => {
+          // The first sink to fail stops the attempt (the others keep their partial for the retry).
+          if (!attemptAbort.signal.aborted) attemptAbort.abort(err);
+          throw err;
+        }),
+    );
+    for (const w of writes) w.catch(() => undefined); // awaited below; this only silences the unhandled report
+
+    let written = offset;
+    try {
+      let lastProgress = Date.now();
+      let lastBytes = written;
+      let skip = overlap;
+      for await (const raw of input as AsyncIterable<Buffer>) {
+        let chunk = raw;
+        if (skip > 0 && expectTail) {
+          const n = Math.min(skip, chunk.length);
+          const pos = overlap - skip;
+          if (!chunk.subarray(0, n).equals(expectTail.subarray(pos, pos + n))) {
+            throw new TransferError(
+              'XFR_INTEGRITY',
+              `${source.loc.displayUrl}: the partial copy does not match the source (it changed since); restarting the file from the beginning`,
+            );
+          }
+          skip -= n;
+          chunk = chunk.subarray(n);
+          if (chunk.length === 0) continue;
+        }
+        hash?.update(chunk);
+        written += chunk.length;
+        // Fan-out with back-pressure: wait until every sink has room, so a slow sink slows the
+        // source rather than letting a fast sink's buffer (or ours) grow without bound.
+        const waits: Promise<unknown>[] = [];
+        for (const p of pipes)
+          if (!p.write(chunk)) waits.push(once(p, 'drain', { signal: attemptAbort.signal }));
+        if (waits.length > 0) await Promise.all(waits);
+        const now = Date.now();
+        if (now - lastProgress >= this.progressIntervalMs) {
+          const rate = Math.round(((written - lastBytes) * 1000) / (now - lastProgress));
+          this.emit({ type: 'progress', copyId: this.copy.id, path, size: entry.size, bytes: written, rate });
+          lastProgress = now;
+          lastBytes = written;
+        }
+      }
+      for (const p of pipes) p.end();
+      await Promise.all(writes);
+    } catch (err) {
+      const sinkFailure = attemptAbort.signal.aborted ? attemptAbort.signal.reason : undefined;
+      attemptAbort.abort(err);
+      for (const p of pipes) p.destroy();
+      input.destroy();
+      await Promise.allSettled(writes);
+      if (err instanceof TransferError && err.code === 'XFR_INTEGRITY') {
+        await Promise.all(pending.map((t) => this.discardPartial(t)));
+        throw err;
+      }
+      if (sinkFailure instanceof Error) throw classifySystemError(sinkFailure);
+      throw markSource(classifySystemError(err, source.loc.displayUrl));
+    } finally {
+      this.signal?.removeEventListener('abort', onStop);
+    }
+
+    if (written !== entry.size) {
+      await Promise.all(pending.map((t) => this.discardPartial(t)));
+      throw new TransferError(
+        'XFR_INTEGRITY',
+        `${source.loc.displayUrl}: read ${written} bytes but the file has ${entry.size}; it changed during the copy`,
+      );
+    }
+    const checksum = hash?.digest();
+    if (checksum && req.expectedChecksum && checksum !== req.expectedChecksum.toLowerCase()) {
+      await Promise.all(pending.map((t) => this.discardPartial(t)));
+      throw new TransferError(
+        'XFR_CHECKSUM_MISMATCH',
+        `${source.loc.displayUrl}: ${req.checksum} is ${checksum}, but the document expects ${req.expectedChecksum}; check the source data or the ExpectedChecksum`,
+      );
+    }
+    return {
+      detail: 'stream',
+      ...(offset > 0 ? { resumedFrom: offset } : {}),
+      ...(checksum ? { checksum, checksumAlgorithm: req.checksum } : {}),
+    };
+  }
+
+  /** Where a sink's write starts: an append at the old end, a resume after the kept prefix, or 0. */
+  private writePosition(t: PendingSink, offset: number): { offset?: number; append?: boolean } {
+    if (t.appendAt !== undefined) {
+      return t.sink.loc.adapter.capabilities.writeAtOffset ? { offset: t.appendAt } : { append: true };
+    }
+    return offset > 0 ? { offset } : {};
+  }
+
+  /** Drops a partial that must not be resumed (so the retry starts from 0). */
+  private async discardPartial(t: PendingSink): Promise<void> {
+    const adapter = t.sink.loc.adapter;
+    if (t.appendAt === undefined) await adapter.remove(t.temp).catch(() => undefined);
+    else if (adapter.capabilities.writeAtOffset)
+      await adapter.write(t.temp, Readable.from([]), { offset: t.appendAt }).catch(() => undefined);
+  }
+
+  /** Bytes every sink already holds in its partial file (0 when any sink has none or cannot write at an offset). */
+  private async resumeOffset(
+    source: SourceChoice,
+    pending: readonly PendingSink[],
+    entry: Entry,
+  ): Promise<number> {
+    if (!source.loc.adapter.capabilities.readAtOffset) return 0;
+    let offset = Number.POSITIVE_INFINITY;
+    for (const t of pending) {
+      if (t.appendAt !== undefined || !t.sink.loc.adapter.capabilities.writeAtOffset) return 0;
+      const partial = await this.statOrNull(t.sink.loc.adapter, t.temp);
+      if (!partial || partial.size === 0) return 0;
+      offset = Math.min(offset, partial.size);
+    }
+    // A partial as long as the source (or longer) is not trusted: the file is rewritten.
+    return offset < entry.size ? offset : 0;
+  }
+
+  private async hashPrefix(hash: StreamingChecksum, t: PendingSink, length: number): Promise<void> {
+    const stream = await t.sink.loc.adapter.openRead(t.temp, this.signal ? { signal: this.signal } : {});
+    let left = length;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
+      hash.update(part);
+      left -= part.length;
+      if (left === 0) break;
+    }
+    stream.destroy();
+  }
+
+  /**
+   * Runs `fn` up to MaxAttempts times for transient errors with exponential backoff; throttled errors
+   * wait (the server's Retry-After when given) without using up an attempt, up to a bound.
+   */
+  private async withRetries<T>(fn: () => Promise<T>, onRetry?: (err: TransferError) => void): Promise<T> {
+    const max = Math.max(1, this.copy.requirements.maxAttempts);
+    let failures = 0;
+    let throttles = 0;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        const e = classifySystemError(err);
+        if (this.signal?.aborted)
+          throw new TransferError('XFR_CANCELLED', 'stopped on request', { cause: e });
+        if (e.kind === 'throttled' && throttles < 10 * max) {
+          throttles++;
+        } else if (e.kind === 'transient' || e.kind === 'throttled') {
+          failures++;
+          if (failures >= max) throw e;
+        } else {
+          throw e;
+        }
+        onRetry?.(e);
+        const delay =
+          e.retryAfterMs ??
+          Math.min(
+            this.backoff.maxMs,
+            this.backoff.initialMs * this.backoff.factor ** (failures + throttles - 1),
+          );
+        try {
+          await sleep(delay, undefined, this.signal ? { signal: this.signal } : {});
+        } catch {
+          throw new TransferError('XFR_CANCELLED', 'stopped on request', { cause: e });
+        }
+      }
+    }
+  }
+
+  private fileEvent(
+    path: string,
+    state: FileState,
+    size: number,
+    bytes: number,
+    attempt: number,
+    source: SourceChoice,
+    sinks: readonly SinkTarget[],
+    extra: Partial<FileOutcome> & { error?: ErrorInfo } = {},
+  ): void {
+    this.emit({
+      type: 'file.state',
+      copyId: this.copy.id,
+      path,
+      state,
+      size,
+      bytes,
+      attempt,
+      source: source.loc.displayUrl,
+      sinks: sinks.map((s) => s.loc.displayUrl),
+      ...extra,
+    });
+  }
+}
+
+interface FileOutcome {
+  detail: string;
+  resumedFrom?: number;
+  checksum?: string;
+  checksumAlgorithm?: string;
+}
+
+const SOURCE_SIDE = Symbol('dts.sourceSide');
+
+/** Marks an error as the source's (not a sink's), so a permanent one moves on to the next source location. */
+function markSource(e: TransferError): TransferError {
+  (e as TransferError & { [SOURCE_SIDE]?: true })[SOURCE_SIDE] = true;
+  return e;
+}
+
+function isSourceError(e: TransferError): boolean {
+  return (e as TransferError & { [SOURCE_SIDE]?: true })[SOURCE_SIDE] === true;
+}
+
+interface PendingSink {
+  readonly sink: SinkTarget;
+  /** Final path. */
+  readonly target: string;
+  /** Where bytes go: a temporary file beside the target, or the target itself for an append. */
+  readonly temp: string;
+  /** Append: the existing target's length, which is kept. */
+  readonly appendAt: number | undefined;
+}
+
+function sinksOf(pending: readonly PendingSink[]): SinkTarget[] {
+  return pending.map((t) => t.sink);
+}
+
+/** The masked URL of a file beside the sink's base (for a "left behind" list). */
+function siblingUrl(displayUrl: string, base: string, path: string): string {
+  return displayUrl.endsWith('/') || base.endsWith('/')
+    ? displayUrl.replace(/\/$/, '') + path.slice(trimSlash(base).length)
+    : displayUrl.replace(/[^/]*$/, '') + path.slice(path.lastIndexOf('/') + 1);
+}
+
+async function readRange(adapter: Adapter, path: string, offset: number, length: number): Promise<Buffer> {
+  const stream: Readable = await adapter.openRead(path, { offset });
+  const parts: Buffer[] = [];
+  let got = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    parts.push(chunk);
+    got += chunk.length;
+    if (got >= length) break;
+  }
+  stream.destroy();
+  return Buffer.concat(parts).subarray(0, length);
+}
+
+function info(e: TransferError): ErrorInfo {
+  return e.toJSON();
+}
+
+/** `.name.dtspart` beside the target: never visible under the final name, found again on resume. */
+export function tempPath(target: string): string {
+  const slash = target.lastIndexOf('/');
+  return `${target.slice(0, slash + 1)}.${target.slice(slash + 1)}${PARTIAL_SUFFIX}`;
+}
+
+function parentOf(path: string): string {
+  const p = trimSlash(path);
+  const slash = p.lastIndexOf('/');
+  return slash <= 0 ? '/' : p.slice(0, slash);
+}
+
+function trimSlash(p: string): string {
+  return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p;
+}
+
+function joinPath(dir: string, rel: string): string {
+  return dir.endsWith('/') ? dir + rel : `${dir}/${rel}`;
+}

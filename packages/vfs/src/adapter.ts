@@ -1,0 +1,144 @@
+import type { Readable } from 'node:stream';
+import type { Credential } from '@dts/document';
+
+/**
+ * What an adapter can do, known before any connection is made (Commons VFS `Capability`), so the
+ * transfer planner decides without trying.
+ */
+export interface Capabilities {
+  /** `openRead(path, {offset})` starts at an offset without reading the bytes before it. */
+  readonly readAtOffset: boolean;
+  /** `write(path, data, {offset})` keeps the first `offset` bytes of an existing file and writes after them (resume). */
+  readonly writeAtOffset: boolean;
+  /** `write(path, data, {append: true})` appends to an existing file. */
+  readonly append: boolean;
+  /** `rename` replaces the target atomically (readers see the old or the new file, never half of one). */
+  readonly atomicRename: boolean;
+  /** `copy` exists: the server copies within itself, no bytes pass through dts. */
+  readonly serverSideCopy: boolean;
+  /** Algorithms `checksum` can compute on the server side; empty when `checksum` is absent. */
+  readonly checksums: readonly string[];
+  /** `localPath` exists: paths are on this host's file system (enables the kernel's copy). */
+  readonly localFilesystem: boolean;
+}
+
+export type EntryType = 'file' | 'directory' | 'symlink' | 'other';
+
+export interface Entry {
+  /** Absolute path within the endpoint, `/`-separated, decoded. */
+  readonly path: string;
+  /** Last path segment. */
+  readonly name: string;
+  readonly type: EntryType;
+  /** Bytes; 0 for directories. */
+  readonly size: number;
+  readonly mtime?: Date;
+  /** An opaque version tag (HTTP ETag, or mtime+size) to detect a file changed under a resume. */
+  readonly version?: string;
+}
+
+export interface ReadOptions {
+  /** Start at this byte. Requires `capabilities.readAtOffset` when > 0. Default 0. */
+  readonly offset?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface WriteOptions {
+  /**
+   * Keep the first `offset` bytes of the existing file and write the data after them (resume).
+   * Requires `capabilities.writeAtOffset` when > 0. Throws `XFR_INTEGRITY` if the file is shorter.
+   */
+  readonly offset?: number;
+  /** Append to the existing file (created if missing). Requires `capabilities.append`. */
+  readonly append?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export interface WriteResult {
+  /** Bytes written by this call (not counting a kept prefix). */
+  readonly bytes: number;
+}
+
+/**
+ * One endpoint (scheme + authority + credentials) of one protocol. Paths are absolute, `/`-separated
+ * and decoded (`/data/run 42/a.h5`). Every method throws only `TransferError` (see errors.ts).
+ *
+ * Writing is a put (rclone's `Put`), not a returned Writable: `write` resolves only after the
+ * server has acknowledged the last byte, so "finished" always means "stored". A Writable's
+ * `finish` event can fire before a remote server answers, which is how half files get reported Done.
+ */
+export interface Adapter {
+  readonly scheme: string;
+  readonly capabilities: Capabilities;
+
+  /** Metadata of a file or directory. Throws `XFR_NOT_FOUND` when nothing is there. */
+  stat(path: string, signal?: AbortSignal): Promise<Entry>;
+
+  /**
+   * The direct children of a directory, streamed: an adapter must not hold a huge directory in
+   * memory. Order is unspecified. Throws `XFR_NOT_FOUND`, or `XFR_NOT_A_DIRECTORY` for a file.
+   */
+  list(path: string, signal?: AbortSignal): AsyncIterable<Entry>;
+
+  /** A byte stream of the file from `offset`. Throws `XFR_NOT_FOUND`, `XFR_IS_A_DIRECTORY`. */
+  openRead(path: string, options?: ReadOptions): Promise<Readable>;
+
+  /**
+   * Writes `data` to `path` (created or truncated, unless `offset`/`append`) and resolves when it is
+   * stored. The parent directory must exist (`XFR_NOT_FOUND` otherwise). Respects back-pressure:
+   * it pulls from `data` no faster than the server takes it. On failure the file may hold a prefix.
+   */
+  write(path: string, data: Readable | AsyncIterable<Uint8Array>, options?: WriteOptions): Promise<WriteResult>;
+
+  /** Creates the directory and its missing parents. Idempotent. `XFR_NOT_A_DIRECTORY` if a file is in the way. */
+  mkdir(path: string): Promise<void>;
+
+  /** Removes a file. Idempotent: a missing file is not an error. */
+  remove(path: string): Promise<void>;
+
+  /** Removes an empty directory. Idempotent. `XFR_EXISTS` if it is not empty. */
+  removeDir(path: string): Promise<void>;
+
+  /** Moves a file, replacing `to` if it exists (atomically where `capabilities.atomicRename`). */
+  rename(from: string, to: string): Promise<void>;
+
+  /** Server-side copy within this endpoint. Present iff `capabilities.serverSideCopy`. */
+  copy?(from: string, to: string, signal?: AbortSignal): Promise<void>;
+
+  /** Server-side checksum, lower-case hex. Present iff `capabilities.checksums` is non-empty. */
+  checksum?(path: string, algorithm: string, signal?: AbortSignal): Promise<string>;
+
+  /** The host file-system path for `path`. Present iff `capabilities.localFilesystem`. */
+  localPath?(path: string): string;
+
+  /** Releases connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The parts of a URL an adapter connects with; the path is given to each call instead. */
+export interface Endpoint {
+  readonly scheme: string;
+  /** Empty for `file:`. */
+  readonly host: string;
+  readonly port?: number;
+  readonly username?: string;
+  readonly credential?: Credential;
+  readonly hostKeyFingerprint?: string;
+}
+
+/** A configuration option of an adapter (rclone's backend options). */
+export interface AdapterOption {
+  readonly name: string;
+  readonly help: string;
+  readonly default?: unknown;
+  /** Never logged or returned by the API. */
+  readonly secret?: boolean;
+}
+
+/** Registers one protocol: its schemes, what it can do, and how to make an adapter for an endpoint. */
+export interface AdapterFactory {
+  readonly schemes: readonly string[];
+  readonly capabilities: Capabilities;
+  readonly options: readonly AdapterOption[];
+  create(endpoint: Endpoint, config: Readonly<Record<string, unknown>>): Adapter;
+}

@@ -1,0 +1,129 @@
+import { createHash } from 'node:crypto';
+import type { Credential } from '@dts/document';
+import type { Adapter, AdapterFactory, Capabilities } from './adapter.js';
+import { maskUrl, TransferError } from './errors.js';
+import { fileAdapterFactory } from './file-adapter.js';
+
+export interface ResolvedLocation {
+  readonly adapter: Adapter;
+  /** Decoded absolute path within the endpoint. */
+  readonly path: string;
+  /** The URL with any secret masked: safe for events, logs and messages. */
+  readonly displayUrl: string;
+}
+
+export interface ResolveOptions {
+  readonly credential?: Credential;
+  readonly hostKeyFingerprint?: string;
+}
+
+export interface AdapterRegistryOptions {
+  /** Per-scheme adapter configuration (e.g. `{ file: { roots: ['/data'] } }`). */
+  readonly config?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+}
+
+/**
+ * Maps URL schemes to adapter factories and pools adapters per (scheme, host, port, user, credential),
+ * so one connection pool serves every file a job copies from the same place.
+ */
+export class AdapterRegistry {
+  private readonly factories = new Map<string, AdapterFactory>();
+  private readonly pool = new Map<string, Adapter>();
+  private readonly config: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+
+  constructor(options: AdapterRegistryOptions = {}) {
+    this.config = options.config ?? {};
+  }
+
+  register(factory: AdapterFactory): this {
+    for (const s of factory.schemes) this.factories.set(s, factory);
+    return this;
+  }
+
+  schemes(): string[] {
+    return [...this.factories.keys()].sort();
+  }
+
+  /** Capabilities of a scheme, known without connecting. Throws `XFR_UNSUPPORTED` for an unknown scheme. */
+  capabilities(scheme: string): Capabilities {
+    return this.factory(scheme).capabilities;
+  }
+
+  /** The pooled adapter and decoded path for a URL. Throws `XFR_UNSUPPORTED` for an unknown scheme. */
+  resolve(url: string, options: ResolveOptions = {}): ResolvedLocation {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new TransferError('XFR_UNSUPPORTED', `"${maskUrl(url)}" is not a valid URL; write it as scheme://host/path`);
+    }
+    const scheme = u.protocol.replace(/:$/, '');
+    const factory = this.factory(scheme);
+    const username = u.username ? decodeURIComponent(u.username) : undefined;
+    const credential =
+      options.credential ??
+      (u.password && username
+        ? ({ kind: 'usernamePassword', username, password: decodeURIComponent(u.password) } as const)
+        : undefined);
+    const port = u.port ? Number(u.port) : undefined;
+    const key = [
+      scheme,
+      u.hostname,
+      port ?? '',
+      username ?? credentialUser(credential) ?? '',
+      credential ? createHash('sha256').update(JSON.stringify(credential)).digest('hex') : '',
+      options.hostKeyFingerprint ?? '',
+    ].join('\u0000');
+    let adapter = this.pool.get(key);
+    if (!adapter) {
+      adapter = factory.create(
+        {
+          scheme,
+          host: u.hostname,
+          ...(port !== undefined ? { port } : {}),
+          ...(username !== undefined ? { username } : {}),
+          ...(credential ? { credential } : {}),
+          ...(options.hostKeyFingerprint ? { hostKeyFingerprint: options.hostKeyFingerprint } : {}),
+        },
+        this.config[scheme] ?? {},
+      );
+      this.pool.set(key, adapter);
+    }
+    return { adapter, path: decodePath(u.pathname), displayUrl: maskUrl(url) };
+  }
+
+  /** Closes every pooled adapter. */
+  async closeAll(): Promise<void> {
+    const adapters = [...this.pool.values()];
+    this.pool.clear();
+    await Promise.allSettled(adapters.map((a) => a.close()));
+  }
+
+  private factory(scheme: string): AdapterFactory {
+    const f = this.factories.get(scheme);
+    if (!f) {
+      throw new TransferError(
+        'XFR_UNSUPPORTED',
+        `no adapter for "${scheme}:" URLs; this dts supports ${this.schemes().join(', ')}: use one of those`,
+      );
+    }
+    return f;
+  }
+}
+
+/** A registry with every adapter this build of dts has. */
+export function createDefaultRegistry(options: AdapterRegistryOptions = {}): AdapterRegistry {
+  return new AdapterRegistry(options).register(fileAdapterFactory);
+}
+
+function credentialUser(c: Credential | undefined): string | undefined {
+  return c && 'username' in c ? c.username : undefined;
+}
+
+function decodePath(pathname: string): string {
+  const p = pathname
+    .split('/')
+    .map((s) => decodeURIComponent(s))
+    .join('/');
+  return p === '' ? '/' : p;
+}
