@@ -1,0 +1,105 @@
+import { Readable, Transform } from 'node:stream';
+import {
+  type Adapter,
+  type AdapterFactory,
+  type Entry,
+  FileAdapter,
+  type ReadOptions,
+  type WriteOptions,
+  type WriteResult,
+} from '@dts/vfs';
+
+/**
+ * The real file adapter with instruments and fault injection around it, registered under its own
+ * scheme (`inst:///abs/path`). It plays the part of the TCP proxy that cuts a connection after N bytes:
+ * the bytes are real files, only the failure is injected.
+ */
+export class InstrumentedAdapter implements Adapter {
+  readonly scheme = 'inst';
+  readonly inner = new FileAdapter();
+  readonly capabilities = { ...this.inner.capabilities, localFilesystem: false, serverSideCopy: false };
+  /** Bytes handed out by openRead streams. */
+  bytesRead = 0;
+  /** Bytes consumed by write calls, per path. */
+  readonly bytesWritten = new Map<string, number>();
+  opens = 0;
+  writesInFlight = 0;
+  maxWritesInFlight = 0;
+  /** The next `failReads` openRead streams fail with ECONNRESET after `failAfterBytes`. */
+  failReads = 0;
+  failAfterBytes = 0;
+  /** Delay per chunk consumed by a write whose path matches, to make a slow sink. */
+  slowWrites?: { match: RegExp; delayMs: number };
+
+  stat(path: string, signal?: AbortSignal): Promise<Entry> {
+    return this.inner.stat(path, signal);
+  }
+  list(path: string, signal?: AbortSignal): AsyncIterable<Entry> {
+    return this.inner.list(path, signal);
+  }
+  async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
+    this.opens++;
+    const stream = await this.inner.openRead(path, options);
+    const fail = this.failReads > 0 ? this.failAfterBytes : Number.POSITIVE_INFINITY;
+    if (this.failReads > 0) this.failReads--;
+    let passed = 0;
+    const counter = new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        if (passed + chunk.length > fail) {
+          const keep = chunk.subarray(0, fail - passed);
+          passed += keep.length;
+          this.bytesRead += keep.length;
+          counter.push(keep);
+          const err = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+          stream.destroy();
+          done(err);
+          return;
+        }
+        passed += chunk.length;
+        this.bytesRead += chunk.length;
+        done(null, chunk);
+      },
+    });
+    stream.on('error', (e) => counter.destroy(e));
+    return stream.pipe(counter);
+  }
+  async write(
+    path: string,
+    data: Readable | AsyncIterable<Uint8Array>,
+    options: WriteOptions = {},
+  ): Promise<WriteResult> {
+    this.writesInFlight++;
+    this.maxWritesInFlight = Math.max(this.maxWritesInFlight, this.writesInFlight);
+    const slow = this.slowWrites?.match.test(path) ? this.slowWrites.delayMs : 0;
+    const counted = async function* (this: InstrumentedAdapter) {
+      for await (const chunk of data as AsyncIterable<Uint8Array>) {
+        if (slow > 0) await new Promise((r) => setTimeout(r, slow));
+        this.bytesWritten.set(path, (this.bytesWritten.get(path) ?? 0) + chunk.length);
+        yield chunk;
+      }
+    }.call(this);
+    try {
+      return await this.inner.write(path, Readable.from(counted, { objectMode: false }), options);
+    } finally {
+      this.writesInFlight--;
+    }
+  }
+  mkdir(path: string): Promise<void> {
+    return this.inner.mkdir(path);
+  }
+  remove(path: string): Promise<void> {
+    return this.inner.remove(path);
+  }
+  removeDir(path: string): Promise<void> {
+    return this.inner.removeDir(path);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this.inner.rename(from, to);
+  }
+  async close(): Promise<void> {}
+}
+
+/** A factory that always hands out the same instrumented adapter, so a test can read its counters. */
+export function instrumentedFactory(adapter: InstrumentedAdapter): AdapterFactory {
+  return { schemes: ['inst'], capabilities: adapter.capabilities, options: [], create: () => adapter };
+}
