@@ -60,6 +60,8 @@ export async function runJob(spec: JobSpec, options: TransferOptions): Promise<J
   const started = Date.now();
   const emit = emitter(options);
   emit({ type: 'job.state', state: 'Running' });
+  // Every copy is queued behind the lanes first: one Scheduled event each, then Transferring as a lane takes it.
+  for (const c of spec.copies) emit({ type: 'copy.state', copyId: c.id, state: 'Scheduled' });
   const results: CopyResult[] = new Array(spec.copies.length);
   let next = 0;
   const lanes = Math.max(1, Math.min(options.copyConcurrency ?? 2, spec.copies.length));
