@@ -130,7 +130,12 @@ function redactCredential(c: Credential): Credential {
     case 'usernamePassword':
       return { kind: c.kind, username: c.username, password: '***' };
     case 'privateKey':
-      return { kind: c.kind, username: c.username, privateKey: '***', ...(c.passphrase ? { passphrase: '***' } : {}) };
+      return {
+        kind: c.kind,
+        username: c.username,
+        privateKey: '***',
+        ...(c.passphrase ? { passphrase: '***' } : {}),
+      };
     case 'bearer':
       return { kind: c.kind, token: '***' };
   }

@@ -21,7 +21,7 @@ import type {
   JobState,
   TransferEvent,
 } from './events.js';
-import { isFile, PARTIAL_SUFFIX, selectionMatcher, walk } from './listing.js';
+import { isFile, isUnlistable, PARTIAL_SUFFIX, selectionMatcher, walk } from './listing.js';
 
 export interface BackoffOptions {
   /** First delay. Default 1000 ms. */
@@ -150,7 +150,8 @@ class CopyRun {
       if (isDir) await this.copyTree(source, sinks);
       else await this.copyOne(source, sinks, source.entry.name, source.entry, source.loc.path);
     } catch (err) {
-      error = classifySystemError(err);
+      // Stopping on request makes every operation fail; that is not the copy's error.
+      if (!this.stopReason()) error = classifySystemError(err);
     }
     const state = this.finalState(error);
     const result: CopyResult = {
@@ -264,29 +265,44 @@ class CopyRun {
       this.emit({ type: 'copy.plan', copyId: this.copy.id, files, bytes: total, complete });
       lastPlan = Date.now();
     };
-    for await (const item of walk(source.loc.adapter, source.loc.path, matcher, this.signal)) {
-      if (this.stopReason()) break;
-      if (!isFile(item)) {
-        if (this.copy.requirements.deleteSource) visitedDirs.push(item.rel);
-        // With no Include every directory is wanted, empty ones too (like cp -r); with one, only
-        // directories that receive a file are made, so a filter does not leave a skeleton of empty ones.
-        if (matcher.all) await Promise.all(sinks.map((s) => this.ensureDir(s, s.base + item.rel)));
-        continue;
+    try {
+      for await (const item of walk(source.loc.adapter, source.loc.path, matcher, this.signal)) {
+        if (this.stopReason()) break;
+        if (isUnlistable(item)) {
+          const e = classifySystemError(item.error);
+          this.counts.failed++;
+          if (this.failures.length < MAX_FAILURES_KEPT)
+            this.failures.push({ path: `${item.rel}/`, error: info(e) });
+          this.fileEvent(`${item.rel}/`, 'Failed', 0, 0, 1, source, sinks, {
+            error: info(e),
+            detail: 'directory could not be listed',
+          });
+          continue;
+        }
+        if (!isFile(item)) {
+          if (this.copy.requirements.deleteSource) visitedDirs.push(item.rel);
+          // With no Include every directory is wanted, empty ones too (like cp -r); with one, only
+          // directories that receive a file are made, so a filter does not leave a skeleton of empty ones.
+          if (matcher.all) await Promise.all(sinks.map((s) => this.ensureDir(s, s.base + item.rel)));
+          continue;
+        }
+        files++;
+        total += item.entry.size;
+        if (Date.now() - lastPlan >= this.progressIntervalMs) plan(false);
+        const p = this.copyOne(
+          source,
+          sinks,
+          item.rel,
+          item.entry,
+          joinPath(source.loc.path, item.rel),
+        ).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+        if (inFlight.size >= concurrency) await Promise.race(inFlight);
       }
-      files++;
-      total += item.entry.size;
-      if (Date.now() - lastPlan >= this.progressIntervalMs) plan(false);
-      const p = this.copyOne(
-        source,
-        sinks,
-        item.rel,
-        item.entry,
-        joinPath(source.loc.path, item.rel),
-      ).finally(() => inFlight.delete(p));
-      inFlight.add(p);
-      if (inFlight.size >= concurrency) await Promise.race(inFlight);
+    } finally {
+      // Even when the listing fails or is stopped, the files already started finish (or stop) first.
+      await Promise.all(inFlight);
     }
-    await Promise.all(inFlight);
     if (!this.stopReason()) plan(true);
     if (this.copy.requirements.deleteSource && !this.stopReason() && this.counts.failed === 0) {
       // Deepest first; a directory still holding unselected files stays (removeDir refuses a non-empty one).

@@ -15,6 +15,14 @@ export interface ListedDirectory {
   readonly rel: string;
 }
 
+/** A subdirectory that could not be listed; the walk goes on without it. */
+export interface UnlistableDirectory {
+  readonly rel: string;
+  readonly error: unknown;
+}
+
+export type WalkItem = ListedFile | ListedDirectory | UnlistableDirectory;
+
 export interface SelectionMatcher {
   /** Whether a file at this relative path is copied. */
   file(rel: string): boolean;
@@ -46,24 +54,34 @@ export async function* walk(
   root: string,
   matcher: SelectionMatcher,
   signal?: AbortSignal,
-): AsyncGenerator<ListedFile | ListedDirectory> {
+): AsyncGenerator<WalkItem> {
   const base = root.endsWith('/') ? root : `${root}/`;
   const stack: string[] = [''];
   while (stack.length > 0) {
     const rel = stack.pop() as string;
     if (rel !== '') yield { rel };
-    for await (const entry of adapter.list(base + rel, signal)) {
-      const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
-      if (entry.type === 'directory') {
-        if (matcher.directory(childRel)) stack.push(childRel);
-      } else if (entry.type === 'file') {
-        if (entry.name.endsWith(PARTIAL_SUFFIX)) continue;
-        if (matcher.file(childRel)) yield { rel: childRel, entry };
+    try {
+      for await (const entry of adapter.list(base + rel, signal)) {
+        const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
+        if (entry.type === 'directory') {
+          if (matcher.directory(childRel)) stack.push(childRel);
+        } else if (entry.type === 'file') {
+          if (entry.name.endsWith(PARTIAL_SUFFIX)) continue;
+          if (matcher.file(childRel)) yield { rel: childRel, entry };
+        }
       }
+    } catch (error) {
+      // The root failing fails the copy; one unreadable subdirectory fails only itself.
+      if (rel === '' || signal?.aborted) throw error;
+      yield { rel, error };
     }
   }
 }
 
-export function isFile(x: ListedFile | ListedDirectory): x is ListedFile {
+export function isFile(x: WalkItem): x is ListedFile {
   return 'entry' in x;
+}
+
+export function isUnlistable(x: WalkItem): x is UnlistableDirectory {
+  return 'error' in x;
 }

@@ -149,11 +149,29 @@ describe('directory copies', () => {
     expect(fileEvents(events, 'Done')[0]?.source).toBe(fileUrl(src, true));
   });
 
+  it('reports an unreadable subdirectory as failed and copies the rest', async () => {
+    await makeTree(src, { 'ok/a.txt': 'a', 'locked/b.txt': 'b', 'c.txt': 'c' });
+    const inst = new InstrumentedAdapter();
+    inst.failList = /\/locked$/;
+    const registry = createDefaultRegistry().register(instrumentedFactory(inst));
+    const result = await runJob(jobSpec(copySpec({ sources: [`inst://${src}/`], sinks: [[fileUrl(dst, true)]] })), {
+      registry,
+    });
+    expect(result.copies[0]?.state).toBe('Failed:Clean');
+    expect(result.copies[0]?.files).toEqual({ done: 2, skipped: 0, failed: 1 });
+    expect(result.copies[0]?.failures[0]).toMatchObject({ path: 'locked/', error: { code: 'XFR_PERMISSION' } });
+    expect(await fs.readFile(path.join(dst, 'ok/a.txt'), 'utf8')).toBe('a');
+    expect(await fs.readFile(path.join(dst, 'c.txt'), 'utf8')).toBe('c');
+  });
+
   it('fails a copy whose every source location is missing, naming the URL and what to do', async () => {
     const missing = path.join(root, 'nope', 'file.bin');
-    const result = await runJob(jobSpec(copySpec({ sources: [fileUrl(missing)], sinks: [[fileUrl(dst, true)]] })), {
-      registry: createDefaultRegistry(),
-    });
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [fileUrl(missing)], sinks: [[fileUrl(dst, true)]] })),
+      {
+        registry: createDefaultRegistry(),
+      },
+    );
     expect(result.state).toBe('Failed');
     expect(result.copies[0]?.state).toBe('Failed:Clean');
     expect(result.copies[0]?.error).toMatchObject({ code: 'XFR_NOT_FOUND', kind: 'permanent' });
@@ -169,9 +187,12 @@ describe('CreationFlag', () => {
   });
 
   it('overwrite replaces an existing target', async () => {
-    const result = await runJob(jobSpec(copySpec({ sources: [fileUrl(src, true)], sinks: [[fileUrl(dst, true)]] })), {
-      registry: createDefaultRegistry(),
-    });
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [fileUrl(src, true)], sinks: [[fileUrl(dst, true)]] })),
+      {
+        registry: createDefaultRegistry(),
+      },
+    );
     expect(result.state).toBe('Done');
     expect(await fs.readFile(path.join(dst, 'a.txt'), 'utf8')).toBe('new-a');
     expect(await fs.readFile(path.join(dst, 'b.txt'), 'utf8')).toBe('new-b');
@@ -271,7 +292,9 @@ describe('point-to-multipoint', () => {
     );
     clearInterval(timer);
     expect(result.state).toBe('Done');
-    expect(await sha256File(path.join(root, 'slow', 'data.bin'))).toBe(await sha256File(path.join(src, 'data.bin')));
+    expect(await sha256File(path.join(root, 'slow', 'data.bin'))).toBe(
+      await sha256File(path.join(src, 'data.bin')),
+    );
     // Bounded by the per-sink fan-out buffer plus the streams' own buffers: a few MiB, never the file.
     expect(maxLead).toBeLessThan(8 * MiB);
   });
@@ -384,7 +407,11 @@ describe('resume, retries and stopping', () => {
     expect(done?.resumedFrom).toBeGreaterThan(0);
     // Two cut attempts read 1.5 MiB each; the resumes re-read only overlaps, never the whole file again.
     expect(inst.bytesRead).toBeLessThan(4 * MiB + 3 * MiB + MiB);
-    expect(done?.checksum).toBe(createHash('md5').update(await fs.readFile(path.join(src, 'f.bin'))).digest('hex'));
+    expect(done?.checksum).toBe(
+      createHash('md5')
+        .update(await fs.readFile(path.join(src, 'f.bin')))
+        .digest('hex'),
+    );
     expect(await sha256File(path.join(dst, 'f.bin'))).toBe(await sha256File(path.join(src, 'f.bin')));
   });
 
@@ -422,7 +449,8 @@ describe('resume, retries and stopping', () => {
     const stopWhenStarted = async (reason?: string) => {
       const ac = new AbortController();
       const run = runJob(spec, { registry, signal: ac.signal });
-      while (!((await fs.stat(temp).catch(() => null))?.size ?? 0)) await new Promise((r) => setTimeout(r, 5));
+      while (!((await fs.stat(temp).catch(() => null))?.size ?? 0))
+        await new Promise((r) => setTimeout(r, 5));
       ac.abort(reason);
       return run;
     };

@@ -11,7 +11,10 @@ export async function tempDir(prefix = 'dts-xfer-'): Promise<string> {
 }
 
 /** Writes a tree: `{ 'a/b.txt': 'text' | Buffer | number (random bytes of that size), 'empty/': null }`. */
-export async function makeTree(root: string, tree: Record<string, string | Buffer | number | null>): Promise<void> {
+export async function makeTree(
+  root: string,
+  tree: Record<string, string | Buffer | number | null>,
+): Promise<void> {
   for (const [rel, content] of Object.entries(tree)) {
     const p = path.join(root, rel);
     if (rel.endsWith('/')) {

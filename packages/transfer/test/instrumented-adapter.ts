@@ -34,7 +34,16 @@ export class InstrumentedAdapter implements Adapter {
   stat(path: string, signal?: AbortSignal): Promise<Entry> {
     return this.inner.stat(path, signal);
   }
+  /** Listing a directory whose path matches fails with EACCES (as for a directory the worker may not read). */
+  failList?: RegExp;
   list(path: string, signal?: AbortSignal): AsyncIterable<Entry> {
+    if (this.failList?.test(path)) {
+      const err = Object.assign(new Error(`EACCES: permission denied, opendir '${path}'`), { code: 'EACCES' });
+      return (async function* () {
+        yield* [];
+        throw err;
+      })();
+    }
     return this.inner.list(path, signal);
   }
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {

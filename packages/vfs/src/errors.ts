@@ -69,10 +69,42 @@ export class TransferError extends Error {
     return this.kind === 'transient' || this.kind === 'throttled';
   }
 
-  toJSON(): { code: ErrorCode; kind: ErrorKind; message: string; url?: string } {
-    return { code: this.code, kind: this.kind, message: this.message, ...(this.url ? { url: this.url } : {}) };
+  toJSON(): TransferErrorJSON {
+    return {
+      code: this.code,
+      kind: this.kind,
+      message: this.message,
+      ...(this.url ? { url: this.url } : {}),
+      ...(this.retryAfterMs !== undefined ? { retryAfterMs: this.retryAfterMs } : {}),
+    };
+  }
+
+  /**
+   * Rebuilds an error that crossed a process boundary as JSON (an event, a control message).
+   * An unknown code (from a newer dts) becomes `XFR_INTERNAL` but keeps its kind and message.
+   */
+  static fromJSON(json: TransferErrorJSON): TransferError {
+    const known = Object.hasOwn(ERROR_CODES, json.code);
+    const code: ErrorCode = known ? json.code : 'XFR_INTERNAL';
+    const kind = ERROR_KINDS.includes(json.kind) ? json.kind : ERROR_CODES[code];
+    return new TransferError(code, String(json.message), {
+      kind,
+      ...(json.url !== undefined ? { url: json.url } : {}),
+      ...(json.retryAfterMs !== undefined ? { retryAfterMs: json.retryAfterMs } : {}),
+    });
   }
 }
+
+/** The JSON form of a TransferError, as it travels in events. */
+export interface TransferErrorJSON {
+  code: ErrorCode;
+  kind: ErrorKind;
+  message: string;
+  url?: string;
+  retryAfterMs?: number;
+}
+
+const ERROR_KINDS: readonly ErrorKind[] = ['transient', 'throttled', 'permanent', 'fatal', 'cancelled'];
 
 export function isTransferError(err: unknown): err is TransferError {
   return err instanceof TransferError;
@@ -116,6 +148,31 @@ const ERRNO: Record<string, { code: ErrorCode; what: string; next: string }> = {
   ENOTFOUND: { code: 'XFR_NETWORK', what: 'host name not found', next: 'check the host name in the URL' },
   EAI_AGAIN: { code: 'XFR_NETWORK', what: 'host name lookup failed', next: 'retry; check DNS' },
   EIO: { code: 'XFR_SERVER', what: 'I/O error', next: 'retry; check the device' },
+  EXDEV: {
+    code: 'XFR_UNSUPPORTED',
+    what: 'cannot be renamed across file systems',
+    next: 'copy it and remove the original instead',
+  },
+  ELOOP: {
+    code: 'XFR_NOT_FOUND',
+    what: 'cannot be resolved: too many levels of symbolic links',
+    next: 'fix the symbolic link loop',
+  },
+  ENAMETOOLONG: {
+    code: 'XFR_UNSUPPORTED',
+    what: 'has a name too long for the file system',
+    next: 'use a shorter name or path',
+  },
+  EFBIG: {
+    code: 'XFR_UNSUPPORTED',
+    what: 'is larger than the file system allows',
+    next: 'choose a target file system that takes files this large',
+  },
+  ERR_STREAM_PREMATURE_CLOSE: {
+    code: 'XFR_NETWORK',
+    what: 'the data stream closed before its end',
+    next: 'retry; check the connection to the other side',
+  },
 };
 
 /**
@@ -126,10 +183,16 @@ export function classifySystemError(err: unknown, url?: string): TransferError {
   if (err instanceof TransferError) return err;
   const e = err as NodeJS.ErrnoException | undefined;
   const where = url ? `${url}: ` : '';
+  // AbortSignal.timeout() aborts with a TimeoutError; streams wrap a signal's reason in an AbortError's cause.
+  const reason = e?.name === 'AbortError' ? (e.cause as Error | undefined) : e;
+  if (reason?.name === 'TimeoutError') {
+    return new TransferError('XFR_TIMEOUT', `${where}timed out; retry, or allow more time`, { url, cause: err });
+  }
   if (e && (e.name === 'AbortError' || e.code === 'ABORT_ERR')) {
     return new TransferError('XFR_CANCELLED', `${where}stopped on request`, { url, cause: err });
   }
-  const known = e?.code ? ERRNO[e.code] : undefined;
+  // hasOwn: a code such as "constructor" must not find Object.prototype's members.
+  const known = typeof e?.code === 'string' && Object.hasOwn(ERRNO, e.code) ? ERRNO[e.code] : undefined;
   if (known) {
     return new TransferError(known.code, `${where}${known.what} (${e?.code}); ${known.next}`, { url, cause: err });
   }
@@ -150,6 +213,10 @@ export function maskUrl(url: string): string {
     }
     return u.toString();
   } catch {
-    return url.replace(/\/\/([^:/@]+):[^@/]*@/, '//$1:***@');
+    // Unparsable, so guess generously: hiding too much is better than leaking a secret. Everything
+    // between `user:` and the last `@` before the end of the authority-ish part is masked.
+    return url
+      .replace(/\/\/([^:/@\s]*):[^\s]*@/, '//$1:***@')
+      .replace(/([?&;][^=&#\s]*(?:pass|token|secret|key|sig)[^=&#\s]*=)[^&#\s]*/gi, '$1***');
   }
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream, constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as nodePath from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type {
   Adapter,
@@ -53,7 +53,33 @@ export class FileAdapter implements Adapter {
     this.readBufferBytes = options.readBufferBytes ?? 1024 * 1024;
   }
 
+  /**
+   * The host path for `path`, confined to the roots like every other method: symlinks in the existing
+   * part of the path are followed (synchronously) so a caller that goes on to use the host path
+   * directly (the kernel copy) cannot be led outside the roots.
+   */
   localPath(path: string): string {
+    const p = this.lexical(path);
+    if (this.roots.length === 0) return p;
+    let target: string;
+    try {
+      target = resolveExistingSync(p);
+    } catch (err) {
+      throw classifySystemError(err, fileUrl(path));
+    }
+    const realRoots = this.roots.map((r) => {
+      try {
+        return realpathSync(r);
+      } catch {
+        return r;
+      }
+    });
+    if (!realRoots.some((r) => isInside(target, r))) throw outsideRoots(path, this.roots);
+    return p;
+  }
+
+  /** Absolute, normalised (`..` resolved) and lexically inside a root. */
+  private lexical(path: string): string {
     if (!path.startsWith('/')) {
       throw new TransferError('XFR_INTERNAL', `file path must be absolute, got "${path}"`);
     }
@@ -64,27 +90,19 @@ export class FileAdapter implements Adapter {
     return resolved;
   }
 
-  /** Like localPath, but also follows symlinks of the existing part of the path to stop escapes. */
+  /** Like localPath, without blocking the event loop: follows symlinks of the existing part of the path to stop escapes. */
   private async checked(path: string): Promise<string> {
-    const p = this.localPath(path);
+    const p = this.lexical(path);
     if (this.roots.length === 0) return p;
-    let existing = p;
-    let rest = '';
-    for (;;) {
-      try {
-        const real = await fs.realpath(existing);
-        const full = rest ? nodePath.join(real, rest) : real;
-        const realRoots = await Promise.all(this.roots.map((r) => fs.realpath(r).catch(() => r)));
-        if (!realRoots.some((r) => isInside(full, r))) throw outsideRoots(path, this.roots);
-        return p;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw classifySystemError(err, fileUrl(path));
-        const parent = nodePath.dirname(existing);
-        if (parent === existing) return p;
-        rest = rest ? nodePath.join(nodePath.basename(existing), rest) : nodePath.basename(existing);
-        existing = parent;
-      }
+    let target: string;
+    try {
+      target = await resolveExisting(p);
+    } catch (err) {
+      throw classifySystemError(err, fileUrl(path));
     }
+    const realRoots = await Promise.all(this.roots.map((r) => fs.realpath(r).catch(() => r)));
+    if (!realRoots.some((r) => isInside(target, r))) throw outsideRoots(path, this.roots);
+    return p;
   }
 
   async stat(path: string): Promise<Entry> {
@@ -113,7 +131,7 @@ export class FileAdapter implements Adapter {
         if (d.isDirectory()) {
           yield { path: childPath, name: d.name, type: 'directory', size: 0 };
         } else {
-          // Follow symlinks for files so a link to a file copies its content, as cp -L and rclone -L do.
+          // Follow symlinks to files so a link to a file copies its content, as cp -L and rclone -L do.
           let st: import('node:fs').Stats;
           try {
             st = await fs.stat(nodePath.join(p, d.name));
@@ -121,7 +139,13 @@ export class FileAdapter implements Adapter {
             if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile, or a dangling link
             throw classifySystemError(err, fileUrl(childPath));
           }
-          yield toEntry(childPath, st);
+          // A symlink to a directory stays a symlink: a walk that descended into it could loop for
+          // ever (`a/up -> ..`). Naming the directory itself (stat) still follows it.
+          if (st.isDirectory() && d.isSymbolicLink()) {
+            yield { path: childPath, name: d.name, type: 'symlink', size: 0, mtime: st.mtime };
+          } else {
+            yield toEntry(childPath, st);
+          }
         }
       }
     } catch (err) {
@@ -130,27 +154,23 @@ export class FileAdapter implements Adapter {
   }
 
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
+    const url = fileUrl(path);
     const p = await this.checked(path);
-    let handle: fs.FileHandle;
+    if (options.signal?.aborted) throw cancelled(url, options.signal);
+    let handle: fs.FileHandle | undefined;
     try {
       handle = await fs.open(p, 'r');
       const st = await handle.stat();
       if (st.isDirectory()) {
-        await handle.close();
-        throw new TransferError(
-          'XFR_IS_A_DIRECTORY',
-          `${fileUrl(path)} is a directory; end the URL with / to copy a directory`,
-          { url: fileUrl(path) },
-        );
+        throw new TransferError('XFR_IS_A_DIRECTORY', `${url} is a directory; end the URL with / to copy a directory`, {
+          url,
+        });
       }
+      return new FileReadStream(handle, options.offset ?? 0, st.size, this.readBufferBytes, url, options.signal);
     } catch (err) {
-      throw classifySystemError(err, fileUrl(path));
+      await handle?.close().catch(() => undefined);
+      throw classifySystemError(err, url);
     }
-    return handle.createReadStream({
-      start: options.offset ?? 0,
-      highWaterMark: this.readBufferBytes,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
   }
 
   async write(
@@ -158,42 +178,41 @@ export class FileAdapter implements Adapter {
     data: Readable | AsyncIterable<Uint8Array>,
     options: WriteOptions = {},
   ): Promise<WriteResult> {
+    const url = fileUrl(path);
     const p = await this.checked(path);
     const offset = options.offset ?? 0;
-    let flags = 'w';
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new TransferError('XFR_INTERNAL', `write offset must be a whole number of bytes, got ${offset}`, { url });
+    }
+    if (options.signal?.aborted) throw cancelled(url, options.signal);
+    let handle: fs.FileHandle;
     try {
       if (options.append) {
-        flags = 'a';
+        handle = await fs.open(p, 'a');
       } else if (offset > 0) {
-        flags = 'r+';
-        const { size } = await fs.stat(p);
-        if (size < offset) {
-          throw new TransferError(
-            'XFR_INTEGRITY',
-            `${fileUrl(path)} holds ${size} bytes, fewer than the ${offset} to resume after; the copy restarts from 0`,
-            { url: fileUrl(path) },
-          );
-        }
-        await fs.truncate(p, offset);
+        handle = await openToResume(p, offset, url);
+      } else {
+        handle = await fs.open(p, 'w');
       }
     } catch (err) {
-      throw classifySystemError(err, fileUrl(path));
+      throw classifySystemError(err, url);
     }
-    const out = createWriteStream(p, {
-      flags,
+    const out = handle.createWriteStream({
       ...(options.append ? {} : { start: offset }),
+      autoClose: false,
       highWaterMark: this.readBufferBytes,
     });
     try {
       await pipeline(data, out, options.signal ? { signal: options.signal } : {});
-      if (this.fsync) {
-        // fsync through any descriptor flushes the file's pages; the stream's own is closed by now.
-        const h = await fs.open(p, 'r');
-        await h.sync().finally(() => h.close());
-      }
+      if (this.fsync) await handle.sync();
       return { bytes: out.bytesWritten };
     } catch (err) {
-      throw classifySystemError(err, fileUrl(path));
+      throw classifySystemError(err, url);
+    } finally {
+      // A FileHandle stream holds a reference on its handle until the stream is destroyed; with
+      // autoClose off (we sync before closing) handle.close() would wait for that for ever.
+      out.destroy();
+      await handle.close().catch(() => undefined);
     }
   }
 
@@ -202,6 +221,14 @@ export class FileAdapter implements Adapter {
     try {
       await fs.mkdir(p, { recursive: true });
     } catch (err) {
+      // mkdir -p says EEXIST when the last part is a file, ENOTDIR when an earlier one is: the same problem.
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new TransferError(
+          'XFR_NOT_A_DIRECTORY',
+          `${fileUrl(path)} is a file, not a directory; remove it or choose another path`,
+          { url: fileUrl(path), cause: err },
+        );
+      }
       throw classifySystemError(err, fileUrl(path));
     }
   }
@@ -231,7 +258,7 @@ export class FileAdapter implements Adapter {
     try {
       await fs.rename(a, b);
     } catch (err) {
-      throw classifySystemError(err, fileUrl(from));
+      throw await blame(err, a, from, to);
     }
   }
 
@@ -241,13 +268,17 @@ export class FileAdapter implements Adapter {
     try {
       await fs.copyFile(a, b, fsConstants.COPYFILE_FICLONE);
     } catch (err) {
-      throw classifySystemError(err, fileUrl(from));
+      throw await blame(err, a, from, to);
     }
   }
 
   async checksum(path: string, algorithm: string, signal?: AbortSignal): Promise<string> {
     if (!CAPABILITIES.checksums.includes(algorithm)) {
-      throw new TransferError('XFR_UNSUPPORTED', `the file adapter cannot compute ${algorithm}`);
+      throw new TransferError(
+        'XFR_UNSUPPORTED',
+        `the file adapter cannot compute ${algorithm}; use one of ${CAPABILITIES.checksums.join(', ')}`,
+        { url: fileUrl(path) },
+      );
     }
     const hash = createHash(algorithm);
     await pipeline(await this.openRead(path, signal ? { signal } : {}), hash).catch((err) => {
@@ -266,7 +297,14 @@ export const fileAdapterFactory: AdapterFactory = {
     { name: 'roots', help: 'Directories the adapter may touch (all when empty)', default: [] },
     { name: 'fsync', help: 'fsync each written file before reporting it stored', default: false },
   ],
-  create(_endpoint: Endpoint, config: Readonly<Record<string, unknown>>): Adapter {
+  create(endpoint: Endpoint, config: Readonly<Record<string, unknown>>): Adapter {
+    // `file://data/x` parses as host "data", path "/x": almost always a slash too few, never what was meant.
+    if (endpoint.host !== '' && endpoint.host !== 'localhost') {
+      throw new TransferError(
+        'XFR_UNSUPPORTED',
+        `file URLs name no host, but this one names "${endpoint.host}"; write file:///absolute/path (three slashes)`,
+      );
+    }
     return new FileAdapter(config as FileAdapterOptions);
   },
 };
@@ -297,4 +335,175 @@ function outsideRoots(path: string, roots: readonly string[]): TransferError {
 
 function fileUrl(path: string): string {
   return `file://${path}`;
+}
+
+/**
+ * Opens a file to resume writing after its first `offset` bytes, dropping anything after them. A file
+ * shorter than `offset`, or gone, cannot be resumed: `XFR_INTEGRITY`, so the copy restarts from 0.
+ */
+async function openToResume(p: string, offset: number, url: string): Promise<fs.FileHandle> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(p, 'r+');
+  } catch (err) {
+    // Gone, but its directory is there: it holds 0 bytes, fewer than the offset.
+    const parentExists = await fs.stat(nodePath.dirname(p)).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && parentExists) {
+      throw new TransferError('XFR_INTEGRITY', `${url} is gone, so there is nothing to resume after ${offset} bytes; the copy restarts from 0`, {
+        url,
+        cause: err,
+      });
+    }
+    throw err;
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size < offset) {
+      throw new TransferError(
+        'XFR_INTEGRITY',
+        `${url} holds ${size} bytes, fewer than the ${offset} to resume after; the copy restarts from 0`,
+        { url },
+      );
+    }
+    await handle.truncate(offset);
+    return handle;
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** A rename or copy failed: name the side at fault (a missing target directory is not a missing source). */
+async function blame(err: unknown, fromLocal: string, from: string, to: string): Promise<TransferError> {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') {
+    const sourceExists = await fs.lstat(fromLocal).then(
+      () => true,
+      () => false,
+    );
+    if (sourceExists) return classifySystemError(err, fileUrl(to));
+  }
+  return classifySystemError(err, fileUrl(from));
+}
+
+function cancelled(url: string, signal: AbortSignal): TransferError {
+  return classifySystemError(
+    signal.reason instanceof Error ? signal.reason : new DOMException('stopped on request', 'AbortError'),
+    url,
+  );
+}
+
+/**
+ * A file read from an offset. Not `FileHandle.createReadStream`, so that every error it emits — an
+ * abort included — is already a TransferError, as the Adapter contract promises for streams too.
+ */
+class FileReadStream extends Readable {
+  private position: number;
+  private remaining: number;
+  private readonly onAbort: (() => void) | undefined;
+
+  constructor(
+    private readonly handle: fs.FileHandle,
+    start: number,
+    size: number,
+    private readonly chunkBytes: number,
+    private readonly url: string,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    super({ highWaterMark: chunkBytes });
+    this.position = start;
+    this.remaining = Math.max(0, size - start);
+    if (signal) {
+      this.onAbort = () => this.destroy(cancelled(url, signal));
+      signal.addEventListener('abort', this.onAbort, { once: true });
+    }
+  }
+
+  override _read(): void {
+    // Sized by what the file held when opened, so a 1-byte file does not cost a 1 MiB buffer;
+    // a file that grows meanwhile is still read to its end.
+    const size = Math.min(this.chunkBytes, Math.max(this.remaining, 64 * 1024));
+    const buffer = Buffer.allocUnsafe(size);
+    this.handle.read(buffer, 0, size, this.position).then(
+      ({ bytesRead }) => {
+        if (bytesRead === 0) {
+          this.push(null);
+          return;
+        }
+        this.position += bytesRead;
+        this.remaining -= bytesRead;
+        this.push(bytesRead === size ? buffer : buffer.subarray(0, bytesRead));
+      },
+      (err: unknown) => this.destroy(classifySystemError(err, this.url)),
+    );
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
+    // FileHandle.close waits for a read still in flight.
+    this.handle.close().then(
+      () => callback(err && classifySystemError(err, this.url)),
+      (closeErr: unknown) => callback(classifySystemError(err ?? closeErr, this.url)),
+    );
+  }
+}
+
+/**
+ * Where `p` really leads: the real path of its longest existing prefix, plus the rest. A dangling
+ * symlink is followed to where it points, because creating a file through it creates its target.
+ */
+async function resolveExisting(p: string): Promise<string> {
+  let existing = p;
+  const rest: string[] = [];
+  for (let links = 0; links <= MAX_SYMLINKS; ) {
+    try {
+      return nodePath.join(await fs.realpath(existing), ...rest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const link = await fs.readlink(existing).catch(() => undefined);
+    if (link !== undefined) {
+      existing = nodePath.resolve(await fs.realpath(nodePath.dirname(existing)), link);
+      links++;
+      continue;
+    }
+    const parent = nodePath.dirname(existing);
+    if (parent === existing) return nodePath.join(existing, ...rest);
+    rest.unshift(nodePath.basename(existing));
+    existing = parent;
+  }
+  throw tooManyLinks(p);
+}
+
+/** resolveExisting for the synchronous `localPath`. */
+function resolveExistingSync(p: string): string {
+  let existing = p;
+  const rest: string[] = [];
+  for (let links = 0; links <= MAX_SYMLINKS; ) {
+    try {
+      return nodePath.join(realpathSync(existing), ...rest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (lstatSync(existing, { throwIfNoEntry: false })?.isSymbolicLink()) {
+      existing = nodePath.resolve(realpathSync(nodePath.dirname(existing)), readlinkSync(existing));
+      links++;
+      continue;
+    }
+    const parent = nodePath.dirname(existing);
+    if (parent === existing) return nodePath.join(existing, ...rest);
+    rest.unshift(nodePath.basename(existing));
+    existing = parent;
+  }
+  throw tooManyLinks(p);
+}
+
+/** Linux's own limit (MAXSYMLINKS) on links followed while resolving one path. */
+const MAX_SYMLINKS = 40;
+
+function tooManyLinks(p: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`too many levels of symbolic links: ${p}`), { code: 'ELOOP' });
 }

@@ -10,6 +10,7 @@ export type {
   WriteOptions,
   WriteResult,
 } from './adapter.js';
+export { type ConformanceFixture, type ConformanceOptions, runAdapterConformance } from './conformance.js';
 export {
   classifySystemError,
   ERROR_CODES,
@@ -18,6 +19,7 @@ export {
   isTransferError,
   maskUrl,
   TransferError,
+  type TransferErrorJSON,
   type TransferErrorOptions,
 } from './errors.js';
 export { FileAdapter, type FileAdapterOptions, fileAdapterFactory } from './file-adapter.js';

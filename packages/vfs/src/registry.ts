@@ -59,11 +59,16 @@ export class AdapterRegistry {
     }
     const scheme = u.protocol.replace(/:$/, '');
     const factory = this.factory(scheme);
-    const username = u.username ? decodeURIComponent(u.username) : undefined;
+    const path = decodePath(u.pathname, url);
+    const username = u.username ? decodeComponent(u.username, url, 'user name') : undefined;
     const credential =
       options.credential ??
       (u.password && username
-        ? ({ kind: 'usernamePassword', username, password: decodeURIComponent(u.password) } as const)
+        ? ({
+            kind: 'usernamePassword',
+            username,
+            password: decodeComponent(u.password, url, 'password'),
+          } as const)
         : undefined);
     const port = u.port ? Number(u.port) : undefined;
     const key = [
@@ -89,7 +94,7 @@ export class AdapterRegistry {
       );
       this.pool.set(key, adapter);
     }
-    return { adapter, path: decodePath(u.pathname), displayUrl: maskUrl(url) };
+    return { adapter, path, displayUrl: maskUrl(url) };
   }
 
   /** Closes every pooled adapter. */
@@ -120,10 +125,32 @@ function credentialUser(c: Credential | undefined): string | undefined {
   return c && 'username' in c ? c.username : undefined;
 }
 
-function decodePath(pathname: string): string {
+/**
+ * `/a%20b/%C3%A9` → `/a b/é`. The URL parser has already resolved literal `.` and `..` segments;
+ * ones smuggled in encoded (`..%2F..`) or a NUL would mean something else once decoded, so they are
+ * refused rather than handed to an adapter.
+ */
+function decodePath(pathname: string, url: string): string {
   const p = pathname
     .split('/')
-    .map((s) => decodeURIComponent(s))
+    .map((s) => decodeComponent(s, url, 'path'))
     .join('/');
+  if (p.includes('\0') || p.split('/').some((s) => s === '.' || s === '..')) {
+    throw new TransferError(
+      'XFR_UNSUPPORTED',
+      `"${maskUrl(url)}" has an encoded "..", "." or NUL in its path; write the path plainly`,
+    );
+  }
   return p === '' ? '/' : p;
+}
+
+function decodeComponent(s: string, url: string, what: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new TransferError(
+      'XFR_UNSUPPORTED',
+      `"${maskUrl(url)}" has a malformed %-escape in its ${what}; encode "%" itself as %25`,
+    );
+  }
 }

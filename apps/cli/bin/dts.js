@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// The `dts` command. The code lives in ../dist (compiled from ../src by `npm run build`).
+import { existsSync } from 'node:fs';
+
+const entry = new URL('../dist/main.js', import.meta.url);
+const notBuilt = 'dts is not built: run `npm run build` in the repository root\n';
+
+if (!existsSync(entry)) {
+  process.stderr.write(notBuilt);
+  process.exit(1);
+}
+
+let main;
+try {
+  ({ main } = await import(entry.href));
+} catch (err) {
+  // A package dts depends on has no dist/ yet (a partial build).
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && /[\\/]dist[\\/]/.test(String(err.message))) {
+    process.stderr.write(`${notBuilt}(${err.message})\n`);
+    process.exit(1);
+  }
+  throw err;
+}
+
+// Leaving before main() settled is a crash or a promise that never settled (Node then exits with 13
+// and no word): put the terminal's cursor back (the progress display hides it) and say what happened.
+let settled = false;
+process.on('exit', (status) => {
+  if (settled) return;
+  if (process.stderr.isTTY) process.stderr.write('\x1b[?25h');
+  // Node reports 13 through process.exitCode; the listener's argument still says 0.
+  if ((process.exitCode ?? status) === 13) {
+    process.stderr.write(
+      'dts: stopped before finishing: an operation never completed; this is a bug in dts, please report it\n',
+    );
+    process.exitCode = 1;
+  }
+});
+
+const code = await main(process.argv.slice(2));
+settled = true;
+process.exitCode = code;
+// Leave when the work is done even if a connection forgot to close; output is flushed by then.
+setTimeout(() => process.exit(code), 2000).unref();

@@ -1,0 +1,230 @@
+/**
+ * The `dts` command line. `bin/dts.js` calls `main(process.argv.slice(2))` and exits with its result.
+ * Only commands that work are listed; the service commands (serve, api, worker, submit, status, …)
+ * arrive with the packages that implement them.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { copyCommand } from './copy.js';
+import { EXIT, UsageError } from './usage.js';
+import { validateCommand } from './validate.js';
+
+export const HELP = `dts — Data Transfer Service: bulk copies described by a <BulkDataCopy> job document
+
+Usage: dts <command> [options]
+
+Commands:
+  copy FILE       run the job's copies on this machine with live progress, then print a summary
+  validate FILE   check a job document; report every problem with its line, column and a fix
+
+Options:
+  -h, --help      show this help; \`dts <command> --help\` shows a command's options
+  -V, --version   print the version
+
+FILE is a job document: <BulkDataCopy> XML (urn:dts:bulk-data-copy:1) or its JSON form;
+\`-\` reads it from stdin.
+
+Exit status: 0 success, 1 failed (an invalid document, a copy not Done), 2 usage error,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+`;
+
+export const COPY_HELP = `Usage: dts copy FILE [options]
+
+Runs every <DataCopy> of the job document FILE on this machine and prints a summary.
+
+Options:
+      --json                  one JSON object per line on stdout: every event as it happens,
+                              then a {"type":"summary",...} line; no progress display
+  -q, --quiet                 no progress display and no per-file lines: failures and the summary
+                              only (with --json: leaves out the progress events)
+      --progress-interval MS  least milliseconds between progress updates of a file
+                              (default: 250 on a terminal, 1000 otherwise)
+  -h, --help                  show this help
+
+Output:
+  on a terminal   live bars on stderr (the job, and each file in flight); finished files are
+                  listed above them; the summary goes to stdout
+  otherwise       a line per finished file on stdout, a status line on stderr at most every 5 s,
+                  then the summary on stdout
+  --json          JSON lines on stdout only
+
+Stopping:
+  Ctrl-C          suspend: files in flight stop at a safe point and keep their partial data
+                  (.NAME.dtspart beside the target); run the same command again to resume
+  Ctrl-C again    quit at once, without waiting for the safe point (partial files are kept)
+  SIGTERM         suspend, as Ctrl-C
+
+Exit status: 0 every copy Done, 1 some copy not Done, 2 usage error or invalid document,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+`;
+
+export const VALIDATE_HELP = `Usage: dts validate FILE [options]
+
+Checks the job document FILE (XML or JSON, told by its extension or its content; \`-\` reads stdin)
+without running it. Every problem is printed as
+  FILE:LINE:COLUMN: PATH: message
+    fix: what to change
+which editors and CI turn into links to the line.
+
+Options:
+      --json        print the result as JSON: a summary when valid, the fault with every issue when not
+      --print-spec  also print the parsed job as JSON (credentials redacted)
+  -h, --help        show this help
+
+Exit status: 0 valid, 1 invalid, 2 usage error (e.g. FILE cannot be read).
+`;
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** Runs the command line; resolves with the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  installPipeGuard();
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case undefined:
+        process.stderr.write(HELP);
+        return EXIT.usage;
+      case '-h':
+      case '--help':
+        process.stdout.write(HELP);
+        return EXIT.ok;
+      case 'help':
+        return help(rest[0]);
+      case '-V':
+      case '--version':
+        process.stdout.write(`${version()}\n`);
+        return EXIT.ok;
+      case 'copy':
+        return await copy(rest);
+      case 'validate':
+        return await validate(rest);
+      default:
+        if (command.startsWith('-')) throw new UsageError(`unknown option ${command}`, HELP);
+        throw new UsageError(`unknown command "${command}"`, HELP);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      const where = command === 'copy' || command === 'validate' ? `dts ${command}` : 'dts';
+      process.stderr.write(`${where}: ${err.message}\n`);
+      if (err.help) process.stderr.write(`\n${err.help}`);
+      return EXIT.usage;
+    }
+    process.stderr.write(
+      `dts: internal error: ${(err as Error)?.message ?? String(err)}\n  this is a bug in dts; please report it\n`,
+    );
+    if (process.env.DTS_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    return EXIT.failed;
+  }
+}
+
+function help(topic: string | undefined): number {
+  switch (topic) {
+    case undefined:
+      process.stdout.write(HELP);
+      return EXIT.ok;
+    case 'copy':
+      process.stdout.write(COPY_HELP);
+      return EXIT.ok;
+    case 'validate':
+      process.stdout.write(VALIDATE_HELP);
+      return EXIT.ok;
+    default:
+      throw new UsageError(`no help for "${topic}": it is not a dts command`, HELP);
+  }
+}
+
+async function copy(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, 'copy', {
+    json: { type: 'boolean', default: false },
+    quiet: { type: 'boolean', short: 'q', default: false },
+    'progress-interval': { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (values.help) {
+    process.stdout.write(COPY_HELP);
+    return EXIT.ok;
+  }
+  const file = onlyFile(positionals, 'copy');
+  const interval = values['progress-interval'];
+  let progressIntervalMs: number | undefined;
+  if (typeof interval === 'string') {
+    progressIntervalMs = Number(interval);
+    if (!/^\d+$/.test(interval) || progressIntervalMs < 1 || progressIntervalMs > 3_600_000) {
+      throw new UsageError(
+        `--progress-interval must be a whole number of milliseconds from 1 to 3600000, not "${interval}"`,
+      );
+    }
+  }
+  return copyCommand({
+    file,
+    json: values.json === true,
+    quiet: values.quiet === true,
+    ...(progressIntervalMs !== undefined ? { progressIntervalMs } : {}),
+  });
+}
+
+async function validate(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, 'validate', {
+    json: { type: 'boolean', default: false },
+    'print-spec': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (values.help) {
+    process.stdout.write(VALIDATE_HELP);
+    return EXIT.ok;
+  }
+  const file = onlyFile(positionals, 'validate');
+  return validateCommand({ file, json: values.json === true, printSpec: values['print-spec'] === true });
+}
+
+type OptionsConfig = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+
+function parse(
+  args: string[],
+  command: string,
+  options: OptionsConfig,
+): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true });
+    return { values: values as Record<string, string | boolean | undefined>, positionals };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+      throw new UsageError(`${(err as Error).message}; see \`dts ${command} --help\``);
+    }
+    throw err;
+  }
+}
+
+function onlyFile(positionals: string[], command: string): string {
+  if (positionals.length === 0) {
+    throw new UsageError(
+      `missing FILE: give the job document, e.g. \`dts ${command} job.xml\` (\`dts ${command} --help\` for more)`,
+    );
+  }
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `expected one FILE, got ${positionals.length} (${positionals.join(' ')}); run \`dts ${command}\` once per document`,
+    );
+  }
+  return positionals[0] as string;
+}
+
+let pipeGuardInstalled = false;
+
+/** `dts copy --json | head` closes stdout early: stop writing quietly instead of crashing on EPIPE. */
+function installPipeGuard(): void {
+  if (pipeGuardInstalled) return;
+  pipeGuardInstalled = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
+}

@@ -1,0 +1,248 @@
+import { mkdir, mkdtemp, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  classifySystemError,
+  createDefaultRegistry,
+  FileAdapter,
+  fileAdapterFactory,
+  isTransferError,
+  runAdapterConformance,
+  type TransferError,
+} from '@dts/vfs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+runAdapterConformance(
+  'file',
+  async () => {
+    const root = await mkdtemp(join(tmpdir(), 'dts-vfs-conformance-'));
+    return { adapter: new FileAdapter(), root, cleanup: () => rm(root, { recursive: true, force: true }) };
+  },
+  { capabilities: fileAdapterFactory.capabilities },
+);
+
+// The same suite through confinement: every path is checked against the root on every call.
+runAdapterConformance(
+  'file confined to a root',
+  async () => {
+    const root = await mkdtemp(join(tmpdir(), 'dts-vfs-confined-'));
+    return {
+      adapter: new FileAdapter({ roots: [root] }),
+      root,
+      cleanup: () => rm(root, { recursive: true, force: true }),
+    };
+  },
+  { capabilities: fileAdapterFactory.capabilities },
+);
+
+async function thrown(fn: () => unknown): Promise<TransferError> {
+  try {
+    await fn();
+  } catch (err) {
+    if (!isTransferError(err)) throw new Error(`expected a TransferError, got ${String(err)}`, { cause: err });
+    return err;
+  }
+  throw new Error('expected a TransferError, but the call succeeded');
+}
+
+describe('FileAdapter, file-system specifics', () => {
+  let base: string;
+  let root: string;
+  let outside: string;
+  let adapter: FileAdapter;
+
+  beforeAll(async () => {
+    // realpath: tmpdir itself may sit behind a symlink (macOS /var -> /private/var).
+    base = await realpath(await mkdtemp(join(tmpdir(), 'dts-vfs-file-')));
+    root = join(base, 'root');
+    outside = join(base, 'outside');
+    await mkdir(root);
+    await mkdir(outside);
+    await writeFile(join(outside, 'secret.txt'), 'secret');
+    await writeFile(join(root, 'inside.txt'), 'inside');
+    await mkdir(join(root, 'dir'));
+    await symlink(join(outside, 'secret.txt'), join(root, 'to-secret'));
+    await symlink(outside, join(root, 'to-outside-dir'));
+    await symlink(join(outside, 'not-yet.txt'), join(root, 'dangling-out'));
+    await symlink(join(root, 'inside.txt'), join(root, 'to-inside'));
+    await symlink(join(root, 'dir'), join(root, 'to-dir'));
+    adapter = new FileAdapter({ roots: [root] });
+  });
+
+  afterAll(async () => {
+    await rm(base, { recursive: true, force: true });
+  });
+
+  describe('roots confinement', () => {
+    it('refuses an absolute path outside the roots', async () => {
+      const err = await thrown(() => adapter.stat(join(outside, 'secret.txt')));
+      expect(err.code).toBe('XFR_OUTSIDE_ROOT');
+      expect(err.kind).toBe('permanent');
+      expect(err.message).toContain(root);
+      expect((await thrown(() => adapter.openRead(join(outside, 'secret.txt')))).code).toBe('XFR_OUTSIDE_ROOT');
+      expect((await thrown(() => adapter.mkdir(join(outside, 'new')))).code).toBe('XFR_OUTSIDE_ROOT');
+    });
+
+    it('refuses a root-name prefix that is not the root (/x/root-evil is not inside /x/root)', async () => {
+      await mkdir(`${root}-evil`, { recursive: true });
+      expect((await thrown(() => adapter.stat(`${root}-evil`))).code).toBe('XFR_OUTSIDE_ROOT');
+    });
+
+    it('refuses `..` that climbs out, however it arrives', async () => {
+      expect((await thrown(() => adapter.stat(`${root}/../outside/secret.txt`))).code).toBe('XFR_OUTSIDE_ROOT');
+      // Through a URL: the parser resolves `..` and `%2e%2e` before the adapter sees the path.
+      const registry = createDefaultRegistry({ config: { file: { roots: [root] } } });
+      for (const url of [`file://${root}/../outside/secret.txt`, `file://${root}/%2e%2e/outside/secret.txt`]) {
+        const { adapter: a, path } = registry.resolve(url);
+        expect(path).toBe(join(outside, 'secret.txt'));
+        expect((await thrown(() => a.stat(path))).code, url).toBe('XFR_OUTSIDE_ROOT');
+      }
+      // An encoded slash would smuggle a `..` segment past the parser: refused before any adapter.
+      expect((await thrown(() => registry.resolve(`file://${root}/..%2Foutside/secret.txt`))).code).toBe(
+        'XFR_UNSUPPORTED',
+      );
+      await registry.closeAll();
+    });
+
+    it('refuses a symlink inside the root that points outside, for reading and writing', async () => {
+      for (const op of [
+        () => adapter.stat(join(root, 'to-secret')),
+        () => adapter.openRead(join(root, 'to-secret')),
+        () => adapter.stat(join(root, 'to-outside-dir', 'secret.txt')),
+        () => adapter.write(join(root, 'to-outside-dir', 'planted.txt'), [Buffer.from('x')]),
+        () => adapter.localPath(join(root, 'to-secret')),
+      ]) {
+        expect((await thrown(op)).code).toBe('XFR_OUTSIDE_ROOT');
+      }
+    });
+
+    it('refuses writing through a dangling symlink that points outside (it would create the target)', async () => {
+      const err = await thrown(() => adapter.write(join(root, 'dangling-out'), [Buffer.from('planted')]));
+      expect(err.code).toBe('XFR_OUTSIDE_ROOT');
+      expect((await thrown(() => adapter.localPath(join(root, 'dangling-out')))).code).toBe('XFR_OUTSIDE_ROOT');
+      await expect(readFile(join(outside, 'not-yet.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
+    });
+
+    it('allows symlinks that stay inside the root', async () => {
+      expect((await adapter.stat(join(root, 'to-inside'))).size).toBe('inside'.length);
+      const stream = await adapter.openRead(join(root, 'to-inside'));
+      const parts: Buffer[] = [];
+      for await (const c of stream) parts.push(c as Buffer);
+      expect(Buffer.concat(parts).toString()).toBe('inside');
+      await adapter.write(join(root, 'to-dir', 'through-link.txt'), [Buffer.from('ok')]);
+      expect(await readFile(join(root, 'dir', 'through-link.txt'), 'utf8')).toBe('ok');
+    });
+
+    it('a root given through a symlink still confines by its real path', async () => {
+      await symlink(root, join(base, 'root-link'));
+      const viaLink = new FileAdapter({ roots: [join(base, 'root-link')] });
+      expect((await viaLink.stat(join(base, 'root-link', 'inside.txt'))).size).toBe(6);
+      expect((await thrown(() => viaLink.stat(join(base, 'root-link', 'to-secret')))).code).toBe('XFR_OUTSIDE_ROOT');
+    });
+
+    it('refuses a relative path as a bug in the caller', async () => {
+      const err = await thrown(() => adapter.stat('relative/path'));
+      expect(err.code).toBe('XFR_INTERNAL');
+    });
+  });
+
+  describe('localPath', () => {
+    it('gives the host path, normalised, and refuses paths outside the roots', () => {
+      expect(adapter.localPath(join(root, 'dir', '..', 'inside.txt'))).toBe(join(root, 'inside.txt'));
+      expect(adapter.localPath(join(root, 'not', 'there', 'yet.txt'))).toBe(join(root, 'not', 'there', 'yet.txt'));
+      expect(() => adapter.localPath(join(outside, 'secret.txt'))).toThrowError(
+        expect.objectContaining({ code: 'XFR_OUTSIDE_ROOT' }),
+      );
+      expect(new FileAdapter().localPath('/any/where')).toBe('/any/where');
+    });
+  });
+
+  describe('list and symlinks', () => {
+    it('follows a symlink to a file; a symlink to a directory stays a symlink (a walk must not loop)', async () => {
+      const dir = join(root, 'links');
+      await mkdir(dir);
+      await writeFile(join(dir, 'target.txt'), 'twelve bytes');
+      await symlink(join(dir, 'target.txt'), join(dir, 'link.txt'));
+      await symlink(dir, join(dir, 'loop'));
+      await symlink(join(dir, 'nowhere'), join(dir, 'dangling'));
+      const entries = [];
+      for await (const e of adapter.list(dir)) entries.push({ name: e.name, type: e.type, size: e.size });
+      entries.sort((a, b) => a.name.localeCompare(b.name));
+      expect(entries).toEqual([
+        { name: 'link.txt', type: 'file', size: 12 },
+        { name: 'loop', type: 'symlink', size: 0 },
+        { name: 'target.txt', type: 'file', size: 12 },
+      ]);
+      // Named directly, a link to a directory is followed.
+      expect((await adapter.stat(join(dir, 'loop'))).type).toBe('directory');
+    });
+  });
+
+  describe('a file where a directory is needed (permission-denied tests are meaningless as root)', () => {
+    // We run as root, which bypasses permission bits, so EACCES cannot be produced honestly here;
+    // classifySystemError's EACCES mapping is unit-tested in errors.test.ts instead.
+    it('writing below a file: XFR_NOT_A_DIRECTORY', async () => {
+      const err = await thrown(() => adapter.write(join(root, 'inside.txt', 'child.txt'), [Buffer.from('x')]));
+      expect(err.code).toBe('XFR_NOT_A_DIRECTORY');
+      expect(err.kind).toBe('permanent');
+      expect(err.message).toMatch(/a part of it is a file/);
+    });
+
+    it('reading below a file: XFR_NOT_A_DIRECTORY', async () => {
+      expect((await thrown(() => adapter.stat(join(root, 'inside.txt', 'child.txt')))).code).toBe(
+        'XFR_NOT_A_DIRECTORY',
+      );
+    });
+
+    it('renaming onto a missing directory names the target, not the source', async () => {
+      await writeFile(join(root, 'movable.txt'), 'm');
+      const err = await thrown(() => adapter.rename(join(root, 'movable.txt'), join(root, 'no-dir', 'x.txt')));
+      expect(err.code).toBe('XFR_NOT_FOUND');
+      expect(err.url).toBe(`file://${join(root, 'no-dir', 'x.txt')}`);
+    });
+
+    it.skipIf(process.getuid?.() !== 0)('as root, a read-only mode does not stop us (why EACCES is not tested here)', async () => {
+      await writeFile(join(root, 'ro.txt'), 'ro', { mode: 0o400 });
+      await adapter.write(join(root, 'ro.txt'), [Buffer.from('rw')]);
+      expect(await readFile(join(root, 'ro.txt'), 'utf8')).toBe('rw');
+    });
+  });
+
+  describe('errors from the system', () => {
+    it('ENOSPC while writing becomes XFR_NO_SPACE, permanent, saying to free space', () => {
+      const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), {
+        code: 'ENOSPC',
+        errno: -28,
+        syscall: 'write',
+      });
+      const err = classifySystemError(enospc, 'file:///data/x');
+      expect(err.code).toBe('XFR_NO_SPACE');
+      expect(err.kind).toBe('permanent');
+      expect(err.message).toMatch(/free space/);
+      expect(err.cause).toBe(enospc);
+    });
+
+    it('write with a negative offset is refused as a caller bug', async () => {
+      const err = await thrown(() => adapter.write(join(root, 'neg.txt'), [Buffer.from('x')], { offset: -1 }));
+      expect(err.code).toBe('XFR_INTERNAL');
+    });
+  });
+
+  describe('factory', () => {
+    it('refuses a file URL naming a host (file://data/x is a slash too few)', async () => {
+      const registry = createDefaultRegistry();
+      const err = await thrown(() => registry.resolve('file://data/run42/'));
+      expect(err.code).toBe('XFR_UNSUPPORTED');
+      expect(err.message).toContain('file:///');
+      expect(registry.resolve('file://localhost/tmp/x').path).toBe('/tmp/x');
+      await registry.closeAll();
+    });
+
+    it('passes its configuration (roots) to the adapter', async () => {
+      const registry = createDefaultRegistry({ config: { file: { roots: [root] } } });
+      const { adapter: a } = registry.resolve(`file://${outside}/secret.txt`);
+      expect((await thrown(() => a.stat(join(outside, 'secret.txt')))).code).toBe('XFR_OUTSIDE_ROOT');
+      await registry.closeAll();
+    });
+  });
+});
