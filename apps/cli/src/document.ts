@@ -3,7 +3,8 @@
  * editors and CI annotate the right line: `FILE:LINE:COLUMN: PATH: message` then `  fix: hint`.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { extname } from 'node:path';
+import { extname, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { type DocumentIssue, DtsFault, type JobSpec, parseJobDocument } from '@dts/document';
 import { UsageError } from './usage.js';
 
@@ -16,13 +17,15 @@ export interface LoadedDocument {
   readonly text: string;
   /** From the file extension; undefined lets the parser sniff XML vs JSON. */
   readonly contentType?: string;
+  /** Relative DataUrls resolve against this: the document's own location (the working directory for stdin). */
+  readonly baseUrl: string;
 }
 
 /** Reads FILE (`-` for stdin). Anything that stops it from being read is a UsageError saying what to do. */
 export async function loadDocument(file: string): Promise<LoadedDocument> {
   if (file === '-') {
     const text = await readStdin();
-    return { name: '<stdin>', text: stripBom(text) };
+    return { name: '<stdin>', text: stripBom(text), baseUrl: pathToFileURL(`${process.cwd()}/`).toString() };
   }
   let size: number;
   try {
@@ -48,7 +51,12 @@ export async function loadDocument(file: string): Promise<LoadedDocument> {
     throw new UsageError(readError(file, err));
   }
   const contentType = contentTypeOf(file);
-  return { name: file, text: stripBom(text), ...(contentType ? { contentType } : {}) };
+  return {
+    name: file,
+    text: stripBom(text),
+    baseUrl: pathToFileURL(resolve(file)).toString(),
+    ...(contentType ? { contentType } : {}),
+  };
 }
 
 export type ParseOutcome =
@@ -58,7 +66,7 @@ export type ParseOutcome =
 /** Parses a loaded document; a DtsFault is an outcome, anything else is a bug and is rethrown. */
 export function parseDocument(doc: LoadedDocument): ParseOutcome {
   try {
-    return { ok: true, spec: parseJobDocument(doc.text, doc.contentType) };
+    return { ok: true, spec: parseJobDocument(doc.text, doc.contentType, { baseUrl: doc.baseUrl }) };
   } catch (err) {
     if (err instanceof DtsFault) return { ok: false, fault: err };
     throw err;

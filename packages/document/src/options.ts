@@ -19,6 +19,12 @@ export interface DocumentOptions {
    * `ftps`, `webdav`, `webdavs`, `http`, `https`). Another scheme is the fault `TransferProtocolNotSupported`.
    */
   readonly schemes?: readonly string[];
+  /**
+   * Base for relative DataUrls (RFC 3986 reference resolution), e.g. the document's own `file:` URL:
+   * `dts copy` and `dts validate` set it so a document can name data beside itself. Default none:
+   * relative URLs are refused (a document submitted to the service has no location of its own).
+   */
+  readonly baseUrl?: string;
 }
 
 export const DEFAULT_SCHEMES: readonly string[] = [
@@ -38,6 +44,7 @@ export const DEFAULT_DOCUMENT_OPTIONS: Required<DocumentOptions> = {
   maxDepth: 32,
   maxIssues: 100,
   schemes: DEFAULT_SCHEMES,
+  baseUrl: '',
 };
 
 /** The options with every default filled in. */
@@ -54,6 +61,7 @@ export function resolveOptions(options: DocumentOptions | undefined): ResolvedOp
     o[key] = v;
   }
   if (options.schemes) o.schemes = options.schemes.map((s) => s.toLowerCase());
+  if (options.baseUrl) o.baseUrl = options.baseUrl;
   return o;
 }
 

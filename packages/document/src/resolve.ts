@@ -284,7 +284,7 @@ class Resolver {
   // ------------------------------------------------------------------ locations
 
   private location(l: RawLocation): { spec: DataLocation; scheme?: string; isDirectory: boolean } {
-    const url = l.url.value.trim();
+    const url = this.absolute(l.url.value.trim());
     const checked = this.checkUrl(url, l.url.loc);
     const credentialsId = this.credentialsId(l.credentials);
     const fingerprint = l.hostKeyFingerprint?.value.trim();
@@ -305,6 +305,20 @@ class Resolver {
       ...(checked.scheme ? { scheme: checked.scheme } : {}),
       isDirectory: checked.isDirectory,
     };
+  }
+
+  /**
+   * A relative reference (`data/run42/`, `../out/`) resolved against `options.baseUrl` (RFC 3986), so a
+   * document can name files beside itself. Without a base URL it is returned as it is, and refused.
+   */
+  private absolute(url: string): string {
+    const base = this.options.baseUrl;
+    if (!base || /^[a-z][a-z0-9+.-]*:/i.test(url)) return url;
+    try {
+      return new URL(url, base).toString();
+    } catch {
+      return url;
+    }
   }
 
   /** Checks one URL; `scheme` is undefined when it cannot be used. */
