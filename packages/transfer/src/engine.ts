@@ -344,7 +344,8 @@ class CopyRun {
       // CreationFlag dontOverwrite: sinks that already hold the file are left alone.
       const flag = this.copy.requirements.creationFlag;
       for (const t of targets) {
-        const existing = await this.statOrNull(t.sink.loc.adapter, t.target);
+        // overwrite needs no look at the target (the rename replaces it): one round trip less per file.
+        const existing = flag === 'overwrite' ? null : await this.statOrNull(t.sink.loc.adapter, t.target);
         if (existing && flag === 'dontOverwrite') continue;
         // append to an existing file writes in place from its old end (kept, so a retry rewrites
         // only the appended part); anything else goes through a temporary file and a rename.

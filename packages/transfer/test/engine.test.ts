@@ -154,12 +154,18 @@ describe('directory copies', () => {
     const inst = new InstrumentedAdapter();
     inst.failList = /\/locked$/;
     const registry = createDefaultRegistry().register(instrumentedFactory(inst));
-    const result = await runJob(jobSpec(copySpec({ sources: [`inst://${src}/`], sinks: [[fileUrl(dst, true)]] })), {
-      registry,
-    });
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [`inst://${src}/`], sinks: [[fileUrl(dst, true)]] })),
+      {
+        registry,
+      },
+    );
     expect(result.copies[0]?.state).toBe('Failed:Clean');
     expect(result.copies[0]?.files).toEqual({ done: 2, skipped: 0, failed: 1 });
-    expect(result.copies[0]?.failures[0]).toMatchObject({ path: 'locked/', error: { code: 'XFR_PERMISSION' } });
+    expect(result.copies[0]?.failures[0]).toMatchObject({
+      path: 'locked/',
+      error: { code: 'XFR_PERMISSION' },
+    });
     expect(await fs.readFile(path.join(dst, 'ok/a.txt'), 'utf8')).toBe('a');
     expect(await fs.readFile(path.join(dst, 'c.txt'), 'utf8')).toBe('c');
   });

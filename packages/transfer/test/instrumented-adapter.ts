@@ -38,7 +38,9 @@ export class InstrumentedAdapter implements Adapter {
   failList?: RegExp;
   list(path: string, signal?: AbortSignal): AsyncIterable<Entry> {
     if (this.failList?.test(path)) {
-      const err = Object.assign(new Error(`EACCES: permission denied, opendir '${path}'`), { code: 'EACCES' });
+      const err = Object.assign(new Error(`EACCES: permission denied, opendir '${path}'`), {
+        code: 'EACCES',
+      });
       return (async function* () {
         yield* [];
         throw err;
