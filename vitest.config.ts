@@ -6,11 +6,13 @@ const src = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 export default defineConfig({
   resolve: {
     // Tests run against the TypeScript sources; the built dist/ is what the `dts` binary runs.
-    alias: {
-      '@dts/document': src('./packages/document/src/index.ts'),
-      '@dts/vfs': src('./packages/vfs/src/index.ts'),
-      '@dts/transfer': src('./packages/transfer/src/index.ts'),
-    },
+    alias: [
+      // The conformance suite is its own entry point so that `dts` never loads vitest at run time.
+      { find: /^@dts\/vfs\/conformance$/, replacement: src('./packages/vfs/src/conformance.ts') },
+      { find: /^@dts\/document$/, replacement: src('./packages/document/src/index.ts') },
+      { find: /^@dts\/vfs$/, replacement: src('./packages/vfs/src/index.ts') },
+      { find: /^@dts\/transfer$/, replacement: src('./packages/transfer/src/index.ts') },
+    ],
   },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'test/**/*.test.ts'],

@@ -74,7 +74,8 @@ async function local() {
     const small = path.join(root, 'small');
     for (let d = 0; d < 20; d++) {
       fs.mkdirSync(path.join(small, `d${d}`), { recursive: true });
-      for (let f = 0; f < 100; f++) fs.writeFileSync(path.join(small, `d${d}`, `f${f}.bin`), randomBytes(16 * 1024));
+      for (let f = 0; f < 100; f++)
+        fs.writeFileSync(path.join(small, `d${d}`, `f${f}.bin`), randomBytes(16 * 1024));
     }
     readAll(root);
 

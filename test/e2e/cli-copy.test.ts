@@ -35,7 +35,10 @@ function documentFor(source: string, sinkDir: string, checksum = 'sha256'): stri
 `;
 }
 
-function runDts(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string }> } {
+function runDts(args: string[]): {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; stdout: string }>;
+} {
   const child = spawn(process.execPath, [dtsBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -47,7 +50,8 @@ function runDts(args: string[]): { child: ChildProcess; done: Promise<{ code: nu
   });
   const done = new Promise<{ code: number | null; stdout: string }>((resolve) => {
     child.on('close', (code) => {
-      if (code !== 0 && code !== null) process.stderr.write(`dts ${args.join(' ')} exited ${code}:\n${stderr}\n`);
+      if (code !== 0 && code !== null)
+        process.stderr.write(`dts ${args.join(' ')} exited ${code}:\n${stderr}\n`);
       resolve({ code, stdout });
     });
   });
@@ -106,7 +110,8 @@ describe('dts copy, as a process', () => {
     for (;;) {
       const st = await fs.stat(partial).catch(() => null);
       if (st && st.size > 64 * MiB) break;
-      if (first.child.exitCode !== null) throw new Error('dts finished before it could be killed; enlarge the file');
+      if (first.child.exitCode !== null)
+        throw new Error('dts finished before it could be killed; enlarge the file');
       await new Promise((r) => setTimeout(r, 5));
     }
     first.child.kill('SIGKILL');

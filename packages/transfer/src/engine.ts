@@ -484,27 +484,30 @@ class CopyRun {
       !req.checksum &&
       (this.options.kernelCopy ?? true) &&
       srcAdapter.copy &&
-      (sameServer || bothLocal) &&
-      !(await this.statOrNull(first.sink.loc.adapter, first.temp))
+      (sameServer || bothLocal)
     ) {
       const detail = sameServer && !bothLocal ? 'server-side copy' : 'kernel copy';
       this.fileEvent(path, 'Transferring', entry.size, 0, attempt, source, sinks, { detail });
+      let copied = true;
       try {
         await srcAdapter.copy(sourcePath, first.temp, this.signal);
       } catch (err) {
         const e = classifySystemError(err);
-        // The sink's directory exists (made before), so a missing file is the source's.
-        throw e.code === 'XFR_NOT_FOUND' ? markSource(e) : e;
+        // copy never replaces: an existing temporary file is a partial, resumed by the stream below.
+        if (e.code !== 'XFR_EXISTS') throw e.code === 'XFR_NOT_FOUND' ? markSource(e) : e;
+        copied = false;
       }
-      this.signal?.throwIfAborted();
-      const copied = await first.sink.loc.adapter.stat(first.temp);
-      if (copied.size !== entry.size) {
-        throw new TransferError(
-          'XFR_INTEGRITY',
-          `${source.loc.displayUrl}: copied ${copied.size} bytes of ${entry.size}; the source changed during the copy`,
-        );
+      if (copied) {
+        this.signal?.throwIfAborted();
+        const result = await first.sink.loc.adapter.stat(first.temp);
+        if (result.size !== entry.size) {
+          throw new TransferError(
+            'XFR_INTEGRITY',
+            `${source.loc.displayUrl}: copied ${result.size} bytes of ${entry.size}; the source changed during the copy`,
+          );
+        }
+        return { detail };
       }
-      return { detail };
     }
 
     // Resume: every sink keeps a prefix of its partial file; the shortest one bounds them all.

@@ -46,7 +46,8 @@ export interface ReadOptions {
 export interface WriteOptions {
   /**
    * Keep the first `offset` bytes of the existing file and write the data after them (resume).
-   * Requires `capabilities.writeAtOffset` when > 0. Throws `XFR_INTEGRITY` if the file is shorter.
+   * Requires `capabilities.writeAtOffset` when > 0. Throws `XFR_INTEGRITY` if the file is shorter (or gone):
+   * the caller restarts from 0.
    */
   readonly offset?: number;
   /** Append to the existing file (created if missing). Requires `capabilities.append`. */
@@ -61,7 +62,9 @@ export interface WriteResult {
 
 /**
  * One endpoint (scheme + authority + credentials) of one protocol. Paths are absolute, `/`-separated
- * and decoded (`/data/run 42/a.h5`). Every method throws only `TransferError` (see errors.ts).
+ * and decoded (`/data/run 42/a.h5`). Every method throws only `TransferError` (see errors.ts), and the
+ * streams and listings it returns fail only with one; an aborted signal gives kind `cancelled`.
+ * `runAdapterConformance` (conformance.ts) checks all of this against a real server.
  *
  * Writing is a put (rclone's `Put`), not a returned Writable: `write` resolves only after the
  * server has acknowledged the last byte, so "finished" always means "stored". A Writable's
@@ -88,7 +91,11 @@ export interface Adapter {
    * stored. The parent directory must exist (`XFR_NOT_FOUND` otherwise). Respects back-pressure:
    * it pulls from `data` no faster than the server takes it. On failure the file may hold a prefix.
    */
-  write(path: string, data: Readable | AsyncIterable<Uint8Array>, options?: WriteOptions): Promise<WriteResult>;
+  write(
+    path: string,
+    data: Readable | AsyncIterable<Uint8Array>,
+    options?: WriteOptions,
+  ): Promise<WriteResult>;
 
   /** Creates the directory and its missing parents. Idempotent. `XFR_NOT_A_DIRECTORY` if a file is in the way. */
   mkdir(path: string): Promise<void>;
@@ -102,10 +109,17 @@ export interface Adapter {
   /** Moves a file, replacing `to` if it exists (atomically where `capabilities.atomicRename`). */
   rename(from: string, to: string): Promise<void>;
 
-  /** Server-side copy within this endpoint. Present iff `capabilities.serverSideCopy`. */
+  /**
+   * Server-side copy within this endpoint to a new file. Present iff `capabilities.serverSideCopy`.
+   * Throws `XFR_EXISTS` when `to` exists (never replaces): callers copy to a fresh temporary name, and
+   * an existing one is a partial to resume, not to clobber.
+   */
   copy?(from: string, to: string, signal?: AbortSignal): Promise<void>;
 
-  /** Server-side checksum, lower-case hex. Present iff `capabilities.checksums` is non-empty. */
+  /**
+   * Server-side checksum, lower-case hex. Present iff `capabilities.checksums` is non-empty;
+   * `XFR_UNSUPPORTED` for an algorithm not listed there.
+   */
   checksum?(path: string, algorithm: string, signal?: AbortSignal): Promise<string>;
 
   /** The host file-system path for `path`. Present iff `capabilities.localFilesystem`. */

@@ -128,8 +128,16 @@ const ERRNO: Record<string, { code: ErrorCode; what: string; next: string }> = {
   EACCES: { code: 'XFR_PERMISSION', what: 'permission denied', next: 'grant the worker access to it' },
   EPERM: { code: 'XFR_PERMISSION', what: 'operation not permitted', next: 'grant the worker access to it' },
   EROFS: { code: 'XFR_PERMISSION', what: 'is on a read-only file system', next: 'choose a writable target' },
-  ENOSPC: { code: 'XFR_NO_SPACE', what: 'no space left on the device', next: 'free space on the target and retry' },
-  EDQUOT: { code: 'XFR_NO_SPACE', what: 'disk quota exceeded', next: 'free space or raise the quota, then retry' },
+  ENOSPC: {
+    code: 'XFR_NO_SPACE',
+    what: 'no space left on the device',
+    next: 'free space on the target and retry',
+  },
+  EDQUOT: {
+    code: 'XFR_NO_SPACE',
+    what: 'disk quota exceeded',
+    next: 'free space or raise the quota, then retry',
+  },
   EMFILE: { code: 'XFR_BUSY', what: 'too many open files', next: 'lower Concurrency or raise the ulimit' },
   ENFILE: { code: 'XFR_BUSY', what: 'too many open files in the system', next: 'lower Concurrency' },
   EAGAIN: { code: 'XFR_BUSY', what: 'resource temporarily unavailable', next: 'retry later' },
@@ -143,7 +151,11 @@ const ERRNO: Record<string, { code: ErrorCode; what: string; next: string }> = {
   ECONNABORTED: { code: 'XFR_NETWORK', what: 'connection aborted', next: 'retry; check the network' },
   EPIPE: { code: 'XFR_NETWORK', what: 'broken pipe', next: 'retry; check the network' },
   ETIMEDOUT: { code: 'XFR_TIMEOUT', what: 'timed out', next: 'retry; check the network and the server' },
-  EHOSTUNREACH: { code: 'XFR_NETWORK', what: 'host unreachable', next: 'check the host name and the network' },
+  EHOSTUNREACH: {
+    code: 'XFR_NETWORK',
+    what: 'host unreachable',
+    next: 'check the host name and the network',
+  },
   ENETUNREACH: { code: 'XFR_NETWORK', what: 'network unreachable', next: 'check the network' },
   ENOTFOUND: { code: 'XFR_NETWORK', what: 'host name not found', next: 'check the host name in the URL' },
   EAI_AGAIN: { code: 'XFR_NETWORK', what: 'host name lookup failed', next: 'retry; check DNS' },
@@ -186,7 +198,10 @@ export function classifySystemError(err: unknown, url?: string): TransferError {
   // AbortSignal.timeout() aborts with a TimeoutError; streams wrap a signal's reason in an AbortError's cause.
   const reason = e?.name === 'AbortError' ? (e.cause as Error | undefined) : e;
   if (reason?.name === 'TimeoutError') {
-    return new TransferError('XFR_TIMEOUT', `${where}timed out; retry, or allow more time`, { url, cause: err });
+    return new TransferError('XFR_TIMEOUT', `${where}timed out; retry, or allow more time`, {
+      url,
+      cause: err,
+    });
   }
   if (e && (e.name === 'AbortError' || e.code === 'ABORT_ERR')) {
     return new TransferError('XFR_CANCELLED', `${where}stopped on request`, { url, cause: err });
@@ -194,13 +209,20 @@ export function classifySystemError(err: unknown, url?: string): TransferError {
   // hasOwn: a code such as "constructor" must not find Object.prototype's members.
   const known = typeof e?.code === 'string' && Object.hasOwn(ERRNO, e.code) ? ERRNO[e.code] : undefined;
   if (known) {
-    return new TransferError(known.code, `${where}${known.what} (${e?.code}); ${known.next}`, { url, cause: err });
+    return new TransferError(known.code, `${where}${known.what} (${e?.code}); ${known.next}`, {
+      url,
+      cause: err,
+    });
   }
   const msg = e?.message ?? String(err);
-  return new TransferError('XFR_INTERNAL', `${where}unexpected error: ${msg}; please report this with the job's events`, {
-    url,
-    cause: err,
-  });
+  return new TransferError(
+    'XFR_INTERNAL',
+    `${where}unexpected error: ${msg}; please report this with the job's events`,
+    {
+      url,
+      cause: err,
+    },
+  );
 }
 
 /** `sftp://alice:secret@host/p` → `sftp://alice:***@host/p`. Also masks `token=`/`password=` query values. */

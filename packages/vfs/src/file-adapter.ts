@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import {
+  type Dirent,
+  constants as fsConstants,
+  lstatSync,
+  readlinkSync,
+  realpathSync,
+  type Stats,
+} from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { Readable } from 'node:stream';
@@ -14,7 +21,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from './adapter.js';
-import { classifySystemError, TransferError } from './errors.js';
+import { classifySystemError, isTransferError, TransferError } from './errors.js';
 
 export interface FileAdapterOptions {
   /**
@@ -44,6 +51,8 @@ export class FileAdapter implements Adapter {
   readonly scheme = 'file';
   readonly capabilities = CAPABILITIES;
   private readonly roots: readonly string[];
+  /** The roots' real paths, once every root exists (a root may be created after the adapter). */
+  private resolvedRoots: readonly string[] | undefined;
   private readonly fsync: boolean;
   private readonly readBufferBytes: number;
 
@@ -67,13 +76,17 @@ export class FileAdapter implements Adapter {
     } catch (err) {
       throw classifySystemError(err, fileUrl(path));
     }
-    const realRoots = this.roots.map((r) => {
-      try {
-        return realpathSync(r);
-      } catch {
-        return r;
-      }
-    });
+    const realRoots =
+      this.resolvedRoots ??
+      this.remember(
+        this.roots.map((r) => {
+          try {
+            return realpathSync(r);
+          } catch {
+            return undefined;
+          }
+        }),
+      );
     if (!realRoots.some((r) => isInside(target, r))) throw outsideRoots(path, this.roots);
     return p;
   }
@@ -100,9 +113,18 @@ export class FileAdapter implements Adapter {
     } catch (err) {
       throw classifySystemError(err, fileUrl(path));
     }
-    const realRoots = await Promise.all(this.roots.map((r) => fs.realpath(r).catch(() => r)));
+    const realRoots =
+      this.resolvedRoots ??
+      this.remember(await Promise.all(this.roots.map((r) => fs.realpath(r).catch(() => undefined))));
     if (!realRoots.some((r) => isInside(target, r))) throw outsideRoots(path, this.roots);
     return p;
+  }
+
+  /** Real paths of the roots, a missing root standing for itself; kept once all of them exist. */
+  private remember(real: readonly (string | undefined)[]): readonly string[] {
+    const roots = real.map((r, i) => r ?? (this.roots[i] as string));
+    if (real.every((r) => r !== undefined)) this.resolvedRoots = roots;
+    return roots;
   }
 
   async stat(path: string): Promise<Entry> {
@@ -118,6 +140,7 @@ export class FileAdapter implements Adapter {
   async *list(path: string, signal?: AbortSignal): AsyncIterable<Entry> {
     const p = await this.checked(path);
     let dir: import('node:fs').Dir;
+    if (signal?.aborted) throw cancelled(fileUrl(path), signal);
     try {
       // opendir streams entries from the kernel in batches: a huge directory is never held whole.
       dir = await fs.opendir(p, { bufferSize: 256 });
@@ -125,28 +148,21 @@ export class FileAdapter implements Adapter {
       throw classifySystemError(err, fileUrl(path));
     }
     try {
+      // Stat'ed a batch at a time, concurrently: one by one, a huge directory on a network file
+      // system would wait out one round trip per entry. Memory stays bounded by the batch.
+      let batch: Dirent[] = [];
       for await (const d of dir) {
-        signal?.throwIfAborted();
-        const childPath = path.endsWith('/') ? `${path}${d.name}` : `${path}/${d.name}`;
-        if (d.isDirectory()) {
-          yield { path: childPath, name: d.name, type: 'directory', size: 0 };
-        } else {
-          // Follow symlinks to files so a link to a file copies its content, as cp -L and rclone -L do.
-          let st: import('node:fs').Stats;
-          try {
-            st = await fs.stat(nodePath.join(p, d.name));
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile, or a dangling link
-            throw classifySystemError(err, fileUrl(childPath));
-          }
-          // A symlink to a directory stays a symlink: a walk that descended into it could loop for
-          // ever (`a/up -> ..`). Naming the directory itself (stat) still follows it.
-          if (st.isDirectory() && d.isSymbolicLink()) {
-            yield { path: childPath, name: d.name, type: 'symlink', size: 0, mtime: st.mtime };
-          } else {
-            yield toEntry(childPath, st);
-          }
+        batch.push(d);
+        if (batch.length < LIST_BATCH) continue;
+        for (const entry of await listedEntries(p, path, batch)) {
+          if (signal?.aborted) throw cancelled(fileUrl(path), signal);
+          yield entry;
         }
+        batch = [];
+      }
+      for (const entry of await listedEntries(p, path, batch)) {
+        if (signal?.aborted) throw cancelled(fileUrl(path), signal);
+        yield entry;
       }
     } catch (err) {
       throw classifySystemError(err, fileUrl(path));
@@ -162,11 +178,17 @@ export class FileAdapter implements Adapter {
       handle = await fs.open(p, 'r');
       const st = await handle.stat();
       if (st.isDirectory()) {
-        throw new TransferError('XFR_IS_A_DIRECTORY', `${url} is a directory; end the URL with / to copy a directory`, {
-          url,
-        });
+        const hint = 'end the URL with / to copy a directory';
+        throw new TransferError('XFR_IS_A_DIRECTORY', `${url} is a directory; ${hint}`, { url });
       }
-      return new FileReadStream(handle, options.offset ?? 0, st.size, this.readBufferBytes, url, options.signal);
+      return new FileReadStream(
+        handle,
+        options.offset ?? 0,
+        st.size,
+        this.readBufferBytes,
+        url,
+        options.signal,
+      );
     } catch (err) {
       await handle?.close().catch(() => undefined);
       throw classifySystemError(err, url);
@@ -182,7 +204,9 @@ export class FileAdapter implements Adapter {
     const p = await this.checked(path);
     const offset = options.offset ?? 0;
     if (!Number.isSafeInteger(offset) || offset < 0) {
-      throw new TransferError('XFR_INTERNAL', `write offset must be a whole number of bytes, got ${offset}`, { url });
+      throw new TransferError('XFR_INTERNAL', `write offset must be a whole number of bytes, got ${offset}`, {
+        url,
+      });
     }
     if (options.signal?.aborted) throw cancelled(url, options.signal);
     let handle: fs.FileHandle;
@@ -266,7 +290,7 @@ export class FileAdapter implements Adapter {
   async copy(from: string, to: string): Promise<void> {
     const [a, b] = await Promise.all([this.checked(from), this.checked(to)]);
     try {
-      await fs.copyFile(a, b, fsConstants.COPYFILE_FICLONE);
+      await fs.copyFile(a, b, fsConstants.COPYFILE_FICLONE | fsConstants.COPYFILE_EXCL);
     } catch (err) {
       throw await blame(err, a, from, to);
     }
@@ -309,8 +333,41 @@ export const fileAdapterFactory: AdapterFactory = {
   },
 };
 
-function toEntry(path: string, st: import('node:fs').Stats): Entry {
-  const type = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'other';
+/** Entries stat'ed concurrently in one listing batch. */
+const LIST_BATCH = 64;
+
+async function listedEntries(dirLocal: string, dirPath: string, batch: readonly Dirent[]): Promise<Entry[]> {
+  const entries = await Promise.all(
+    batch.map(async (d): Promise<Entry | undefined> => {
+      const childPath = dirPath.endsWith('/') ? `${dirPath}${d.name}` : `${dirPath}/${d.name}`;
+      if (d.isDirectory()) return { path: childPath, name: d.name, type: 'directory', size: 0 };
+      // Follow symlinks to files so a link to a file copies its content, as cp -L and rclone -L do.
+      let st: Stats;
+      try {
+        st = await fs.stat(nodePath.join(dirLocal, d.name));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // removed meanwhile, or a dangling link
+        throw classifySystemError(err, fileUrl(childPath));
+      }
+      // A symlink to a directory stays a symlink: a walk that descended into it could loop for
+      // ever (`a/up -> ..`). Naming the directory itself (stat) still follows it.
+      if (st.isDirectory() && d.isSymbolicLink()) {
+        return { path: childPath, name: d.name, type: 'symlink', size: 0, mtime: st.mtime };
+      }
+      return toEntry(childPath, st);
+    }),
+  );
+  return entries.filter((e): e is Entry => e !== undefined);
+}
+
+function toEntry(path: string, st: Stats): Entry {
+  const type = st.isFile()
+    ? 'file'
+    : st.isDirectory()
+      ? 'directory'
+      : st.isSymbolicLink()
+        ? 'symlink'
+        : 'other';
   return {
     path,
     name: nodePath.posix.basename(path) || '/',
@@ -352,10 +409,14 @@ async function openToResume(p: string, offset: number, url: string): Promise<fs.
       () => false,
     );
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && parentExists) {
-      throw new TransferError('XFR_INTEGRITY', `${url} is gone, so there is nothing to resume after ${offset} bytes; the copy restarts from 0`, {
-        url,
-        cause: err,
-      });
+      throw new TransferError(
+        'XFR_INTEGRITY',
+        `${url} is gone, so there is nothing to resume after ${offset} bytes; the copy restarts from 0`,
+        {
+          url,
+          cause: err,
+        },
+      );
     }
     throw err;
   }
@@ -389,11 +450,12 @@ async function blame(err: unknown, fromLocal: string, from: string, to: string):
   return classifySystemError(err, fileUrl(from));
 }
 
+/** The error for an aborted signal, whatever reason it was aborted with (a string, an Error, a timeout). */
 function cancelled(url: string, signal: AbortSignal): TransferError {
-  return classifySystemError(
-    signal.reason instanceof Error ? signal.reason : new DOMException('stopped on request', 'AbortError'),
-    url,
-  );
+  const reason: unknown = signal.reason;
+  if (isTransferError(reason)) return reason;
+  if (reason instanceof Error && reason.name === 'TimeoutError') return classifySystemError(reason, url);
+  return new TransferError('XFR_CANCELLED', `${url}: stopped on request`, { url, cause: reason });
 }
 
 /**

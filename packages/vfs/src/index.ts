@@ -10,7 +10,6 @@ export type {
   WriteOptions,
   WriteResult,
 } from './adapter.js';
-export { type ConformanceFixture, type ConformanceOptions, runAdapterConformance } from './conformance.js';
 export {
   classifySystemError,
   ERROR_CODES,

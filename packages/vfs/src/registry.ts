@@ -55,7 +55,10 @@ export class AdapterRegistry {
     try {
       u = new URL(url);
     } catch {
-      throw new TransferError('XFR_UNSUPPORTED', `"${maskUrl(url)}" is not a valid URL; write it as scheme://host/path`);
+      throw new TransferError(
+        'XFR_UNSUPPORTED',
+        `"${maskUrl(url)}" is not a valid URL; write it as scheme://host/path`,
+      );
     }
     const scheme = u.protocol.replace(/:$/, '');
     const factory = this.factory(scheme);
