@@ -185,3 +185,19 @@ describe('scanner', () => {
     }
   });
 });
+
+describe('relative DataUrls', () => {
+  const rel = `<BulkDataCopy ${NS}><DataCopy id="c"><Source><DataLocations><Data><DataUrl>data/run 42/</DataUrl></Data></DataLocations></Source><Sink><DataLocations><Data><DataUrl>../out/</DataUrl></Data></DataLocations></Sink></DataCopy></BulkDataCopy>`;
+
+  it('resolve against baseUrl, the document’s own location', () => {
+    const spec = parseBulkDataCopy(rel, { baseUrl: 'file:///home/ana/jobs/job.xml' });
+    expect(spec.copies[0]?.source.locations[0]?.url).toBe('file:///home/ana/jobs/data/run%2042/');
+    expect(spec.copies[0]?.sinks[0]?.locations[0]?.url).toBe('file:///home/ana/out/');
+  });
+
+  it('are refused without a baseUrl (a submitted document has no location)', () => {
+    const fault = faultOf(() => parseBulkDataCopy(rel));
+    expect(fault.issues.map((i) => i.rule)).toEqual(['DOC_BAD_URL', 'DOC_BAD_URL']);
+    expect(fault.issues[0]?.message).toContain('is not an absolute URL');
+  });
+});
