@@ -489,6 +489,29 @@ class CopyRun {
       const detail = sameServer && !bothLocal ? 'server-side copy' : 'kernel copy';
       this.fileEvent(path, 'Transferring', entry.size, 0, attempt, source, sinks, { detail });
       let copied = true;
+      // The kernel reports nothing while it copies: watch the temporary file grow for progress events.
+      const sink = first.sink.loc.adapter;
+      let last = { at: Date.now(), bytes: 0 };
+      let watching = true;
+      const watch = setInterval(() => {
+        void sink.stat(first.temp).then(
+          (st) => {
+            if (!watching) return; // answered after the copy ended: Done is already on its way
+            const now = Date.now();
+            const rate = Math.round(((st.size - last.bytes) * 1000) / Math.max(1, now - last.at));
+            last = { at: now, bytes: st.size };
+            this.emit({
+              type: 'progress',
+              copyId: this.copy.id,
+              path,
+              size: entry.size,
+              bytes: st.size,
+              rate,
+            });
+          },
+          () => undefined,
+        );
+      }, this.progressIntervalMs);
       try {
         await srcAdapter.copy(sourcePath, first.temp, this.signal);
       } catch (err) {
@@ -496,6 +519,9 @@ class CopyRun {
         // copy never replaces: an existing temporary file is a partial, resumed by the stream below.
         if (e.code !== 'XFR_EXISTS') throw e.code === 'XFR_NOT_FOUND' ? markSource(e) : e;
         copied = false;
+      } finally {
+        watching = false;
+        clearInterval(watch);
       }
       if (copied) {
         this.signal?.throwIfAborted();

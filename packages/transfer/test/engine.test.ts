@@ -262,6 +262,32 @@ describe('CreationFlag', () => {
   });
 });
 
+describe('kernel copy', () => {
+  it('copies a local file in the kernel and still reports progress while it runs', async () => {
+    const size = 192 * MiB;
+    const h = await fs.open(path.join(src, 'big.bin'), 'w');
+    await h.truncate(size);
+    await h.write(Buffer.alloc(MiB, 9), 0, MiB, size - MiB);
+    await h.close();
+    const { events, onEvent } = collect();
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [fileUrl(path.join(src, 'big.bin'))], sinks: [[fileUrl(dst, true)]] })),
+      { registry: createDefaultRegistry(), onEvent, progressIntervalMs: 2 },
+    );
+    expect(result.state).toBe('Done');
+    expect(fileEvents(events, 'Done')[0]?.detail).toBe('kernel copy');
+    const progress = events.filter((e) => e.type === 'progress');
+    expect(progress.length).toBeGreaterThan(0);
+    expect(events.findIndex((e) => e.type === 'progress')).toBeLessThan(
+      events.findIndex((e) => e.type === 'file.state' && e.state === 'Done'),
+    );
+    expect(
+      events.slice(events.findIndex((e) => e.type === 'file.state' && e.state === 'Done')),
+    ).not.toContainEqual(expect.objectContaining({ type: 'progress' }));
+    expect(await sha256File(path.join(dst, 'big.bin'))).toBe(await sha256File(path.join(src, 'big.bin')));
+  });
+});
+
 describe('point-to-multipoint', () => {
   it('writes three sinks from one read of the source', async () => {
     await makeTree(src, { 'data.bin': 6 * MiB + 3, 'small.txt': 'hello' });
