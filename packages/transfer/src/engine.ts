@@ -620,12 +620,16 @@ class CopyRun {
       for (const p of pipes) p.destroy();
       input.destroy();
       await Promise.allSettled(writes);
-      if (err instanceof TransferError && err.code === 'XFR_INTEGRITY') {
-        await Promise.all(pending.map((t) => this.discardPartial(t)));
-        throw err;
-      }
-      if (sinkFailure instanceof Error) throw classifySystemError(sinkFailure);
-      throw markSource(classifySystemError(err, source.loc.displayUrl));
+      const e =
+        err instanceof TransferError && err.code === 'XFR_INTEGRITY'
+          ? err
+          : sinkFailure instanceof Error
+            ? classifySystemError(sinkFailure)
+            : markSource(classifySystemError(err, source.loc.displayUrl));
+      // A partial that does not fit (the source changed, or a sink holds fewer bytes than it should)
+      // must not be resumed again: the retry starts that file from zero.
+      if (e.code === 'XFR_INTEGRITY') await Promise.all(pending.map((t) => this.discardPartial(t)));
+      throw e;
     } finally {
       this.signal?.removeEventListener('abort', onStop);
     }

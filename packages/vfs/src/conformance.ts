@@ -38,6 +38,19 @@ export interface ConformanceFixture {
    * and after `adapter.close()`: remove the directory by other means (or with a fresh adapter).
    */
   cleanup(): Promise<void>;
+  /**
+   * Puts files and directories in place by other means (on the server's disk), for an adapter that
+   * cannot write to this endpoint. Required with `ConformanceOptions.readOnly`, ignored without it.
+   */
+  readonly seed?: ConformanceSeed;
+}
+
+/** Makes what a read-only adapter's cases read, at paths of the endpoint (as the adapter names them). */
+export interface ConformanceSeed {
+  /** Creates or replaces a file holding `data`; its directory exists. */
+  file(path: string, data: Uint8Array): Promise<void>;
+  /** Creates a directory and its missing parents. */
+  dir(path: string): Promise<void>;
 }
 
 export interface ConformanceOptions {
@@ -48,6 +61,13 @@ export interface ConformanceOptions {
    * time from `adapter.capabilities`, with the same reason.
    */
   readonly capabilities?: Capabilities;
+  /**
+   * The adapter cannot write to this endpoint (a plain HTTP server, a read-only share): the suite
+   * makes its files and directories with the fixture's `seed` instead of `write`/`mkdir`, and skips
+   * the cases about writing, creating, renaming and removing (and those needing writeAtOffset,
+   * append or serverSideCopy). Default false.
+   */
+  readonly readOnly?: boolean;
 }
 
 const KiB = 1024;
@@ -69,9 +89,12 @@ export function runAdapterConformance(
     let adapter: Adapter;
     let dirs = 0;
 
+    const readOnly = options.readOnly ?? false;
+
     beforeAll(async () => {
       fixture = await setup();
       adapter = strict(fixture.adapter);
+      if (readOnly && !fixture.seed) throw new Error('readOnly conformance needs a fixture with seed');
     });
 
     afterAll(async () => {
@@ -88,12 +111,34 @@ export function runAdapterConformance(
       if (!fixture) throw new Error('the conformance fixture was not set up');
       dirs += 1;
       const dir = posix.join(fixture.root, `${String(dirs).padStart(2, '0')}-${label}`);
-      await adapter.mkdir(dir);
+      await makeDir(dir);
       return dir;
     }
 
+    function seeder(): ConformanceSeed {
+      if (!fixture?.seed) throw new Error('readOnly conformance needs a fixture with seed');
+      return fixture.seed;
+    }
+
+    /** mkdir through the adapter, or through the seed for a read-only adapter. */
+    async function makeDir(path: string): Promise<void> {
+      if (readOnly) await seeder().dir(path);
+      else await adapter.mkdir(path);
+    }
+
     async function put(path: string, data: Uint8Array, opts?: WriteOptions): Promise<WriteResult> {
+      if (readOnly) {
+        if (opts)
+          throw new Error('a read-only run cannot write with options; this case should have been skipped');
+        await seeder().file(path, data);
+        return { bytes: data.length };
+      }
       return adapter.write(path, chunksOf(data, 64 * KiB), opts);
+    }
+
+    /** A case that writes, creates or removes through the adapter: skipped for a read-only adapter. */
+    function writing(title: string, fn: () => Promise<void>): void {
+      it.skipIf(readOnly)(title, fn);
     }
 
     async function get(path: string, opts?: ReadOptions): Promise<Buffer> {
@@ -107,7 +152,9 @@ export function runAdapterConformance(
     /** A case that needs a capability: skipped, saying which, when the adapter does not declare it. */
     function withCapability(capability: CapabilityName, title: string, fn: () => Promise<void>): void {
       const declared = options.capabilities;
-      it.skipIf(declared !== undefined && !has(declared, capability))(
+      const writes =
+        capability === 'writeAtOffset' || capability === 'append' || capability === 'serverSideCopy';
+      it.skipIf((declared !== undefined && !has(declared, capability)) || (readOnly && writes))(
         `needs ${capability}: ${title}`,
         async (ctx) => {
           ctx.skip(!has(adapter.capabilities, capability), `${name} does not declare ${capability}`);
@@ -154,7 +201,7 @@ export function runAdapterConformance(
       it('unicode and spaces in names: "données été/ö ü.bin"', async () => {
         const dir = await scratch('unicode');
         const sub = posix.join(dir, 'données été');
-        await adapter.mkdir(sub);
+        await makeDir(sub);
         await roundTrip(sub, 'ö ü.bin', Buffer.from('été\n', 'utf8'));
         expect(await names(dir)).toEqual(['données été']);
         expect((await adapter.stat(sub)).type).toBe('directory');
@@ -166,7 +213,7 @@ export function runAdapterConformance(
         await roundTrip(dir, 'a%20b', Buffer.from('not a space'));
       });
 
-      it('write replaces an existing file and truncates it', async () => {
+      writing('write replaces an existing file and truncates it', async () => {
         const dir = await scratch('replace');
         const path = posix.join(dir, 'f.txt');
         await put(path, Buffer.from('abcdefgh'));
@@ -254,7 +301,7 @@ export function runAdapterConformance(
         await rejectsWith(collect(adapter.list(path)), 'XFR_NOT_A_DIRECTORY');
       });
 
-      it('write into a missing parent directory: XFR_NOT_FOUND, nothing created', async () => {
+      writing('write into a missing parent directory: XFR_NOT_FOUND, nothing created', async () => {
         const dir = await scratch('write-no-parent');
         await rejectsWith(
           put(posix.join(dir, 'missing', 'f.txt'), Buffer.from('x')),
@@ -271,8 +318,8 @@ export function runAdapterConformance(
         await put(posix.join(dir, 'a.txt'), Buffer.from('abc'));
         await put(posix.join(dir, 'empty.bin'), Buffer.alloc(0));
         await put(posix.join(dir, 'big.bin'), randomBytes(100_000));
-        await adapter.mkdir(posix.join(dir, 'sub1'));
-        await adapter.mkdir(posix.join(dir, 'sub2'));
+        await makeDir(posix.join(dir, 'sub1'));
+        await makeDir(posix.join(dir, 'sub2'));
         await put(posix.join(dir, 'sub1', 'deeper.txt'), Buffer.from('not a child'));
         const expected = [
           { name: 'a.txt', type: 'file', size: 3 },
@@ -323,7 +370,7 @@ export function runAdapterConformance(
     });
 
     describe('mkdir', () => {
-      it('creates missing parents and is idempotent', async () => {
+      writing('creates missing parents and is idempotent', async () => {
         const dir = await scratch('mkdir');
         const deep = posix.join(dir, 'a', 'b', 'c');
         await adapter.mkdir(deep);
@@ -337,7 +384,7 @@ export function runAdapterConformance(
         expectBytes(await get(posix.join(deep, 'keep.txt')), Buffer.from('kept'), 'a file inside');
       });
 
-      it('a file in the way: XFR_NOT_A_DIRECTORY', async () => {
+      writing('a file in the way: XFR_NOT_A_DIRECTORY', async () => {
         const dir = await scratch('mkdir-file');
         const file = posix.join(dir, 'f');
         await put(file, Buffer.from('x'));
@@ -409,7 +456,7 @@ export function runAdapterConformance(
     });
 
     describe('rename, remove, copy, checksum', () => {
-      it('rename replaces an existing target, and the source is gone', async () => {
+      writing('rename replaces an existing target, and the source is gone', async () => {
         const dir = await scratch('rename');
         const from = posix.join(dir, 'from.bin');
         const to = posix.join(dir, 'to.bin');
@@ -422,7 +469,7 @@ export function runAdapterConformance(
         expect(await names(dir)).toEqual(['to.bin']);
       });
 
-      it('rename into another directory; a missing source: XFR_NOT_FOUND', async () => {
+      writing('rename into another directory; a missing source: XFR_NOT_FOUND', async () => {
         const dir = await scratch('rename-dir');
         await adapter.mkdir(posix.join(dir, 'sub'));
         await put(posix.join(dir, 'f.txt'), Buffer.from('moved'));
@@ -434,7 +481,7 @@ export function runAdapterConformance(
         );
       });
 
-      it('remove deletes a file and is idempotent', async () => {
+      writing('remove deletes a file and is idempotent', async () => {
         const dir = await scratch('remove');
         const path = posix.join(dir, 'f.txt');
         await put(path, Buffer.from('x'));
@@ -444,18 +491,21 @@ export function runAdapterConformance(
         await adapter.remove(posix.join(dir, 'never-was', 'f.txt'));
       });
 
-      it('removeDir of a non-empty directory: XFR_EXISTS; of an empty one removes it, idempotently', async () => {
-        const dir = await scratch('remove-dir');
-        const sub = posix.join(dir, 'sub');
-        await adapter.mkdir(sub);
-        await put(posix.join(sub, 'f.txt'), Buffer.from('x'));
-        await rejectsWith(adapter.removeDir(sub), 'XFR_EXISTS');
-        expect((await adapter.stat(posix.join(sub, 'f.txt'))).size).toBe(1);
-        await adapter.remove(posix.join(sub, 'f.txt'));
-        await adapter.removeDir(sub);
-        await rejectsWith(adapter.stat(sub), 'XFR_NOT_FOUND');
-        await adapter.removeDir(sub);
-      });
+      writing(
+        'removeDir of a non-empty directory: XFR_EXISTS; of an empty one removes it, idempotently',
+        async () => {
+          const dir = await scratch('remove-dir');
+          const sub = posix.join(dir, 'sub');
+          await adapter.mkdir(sub);
+          await put(posix.join(sub, 'f.txt'), Buffer.from('x'));
+          await rejectsWith(adapter.removeDir(sub), 'XFR_EXISTS');
+          expect((await adapter.stat(posix.join(sub, 'f.txt'))).size).toBe(1);
+          await adapter.remove(posix.join(sub, 'f.txt'));
+          await adapter.removeDir(sub);
+          await rejectsWith(adapter.stat(sub), 'XFR_NOT_FOUND');
+          await adapter.removeDir(sub);
+        },
+      );
 
       withCapability(
         'serverSideCopy',
@@ -506,72 +556,75 @@ export function runAdapterConformance(
     });
 
     describe('streaming and cancellation', () => {
-      it('write respects back-pressure: a 64 MiB source is pulled no faster than it is stored', async () => {
-        const dir = await scratch('back-pressure');
-        const path = posix.join(dir, 'big.bin');
-        const chunks = 64;
-        // The source reuses a ring of 4 one-MiB buffers: chunk k is overwritten in place when chunk
-        // k+4 is produced. An adapter that pulls ahead of what it has written (a read-ahead buffer,
-        // collecting chunks, ignoring write()'s return value) still holds chunk k then, and stores
-        // chunk k+4's bytes in its place; the read-back below sees that, exactly and deterministically.
-        const ring = Array.from({ length: 4 }, () => Buffer.alloc(MiB));
-        // An adapter that copies each chunk before queueing it escapes the ring, not the memory it
-        // retains: that is sampled after a full GC at a few points.
-        const gc = garbageCollector();
-        gc?.();
-        const baseline = process.memoryUsage().arrayBuffers;
-        let retainedPeak = 0;
-        let produced = 0;
-        async function* source(): AsyncGenerator<Buffer> {
-          for (let k = 0; k < chunks; k++) {
-            if (gc && k > 0 && k % 16 === 0) {
-              gc();
-              retainedPeak = Math.max(retainedPeak, process.memoryUsage().arrayBuffers - baseline);
+      writing(
+        'write respects back-pressure: a 64 MiB source is pulled no faster than it is stored',
+        async () => {
+          const dir = await scratch('back-pressure');
+          const path = posix.join(dir, 'big.bin');
+          const chunks = 64;
+          // The source reuses a ring of 4 one-MiB buffers: chunk k is overwritten in place when chunk
+          // k+4 is produced. An adapter that pulls ahead of what it has written (a read-ahead buffer,
+          // collecting chunks, ignoring write()'s return value) still holds chunk k then, and stores
+          // chunk k+4's bytes in its place; the read-back below sees that, exactly and deterministically.
+          const ring = Array.from({ length: 4 }, () => Buffer.alloc(MiB));
+          // An adapter that copies each chunk before queueing it escapes the ring, not the memory it
+          // retains: that is sampled after a full GC at a few points.
+          const gc = garbageCollector();
+          gc?.();
+          const baseline = process.memoryUsage().arrayBuffers;
+          let retainedPeak = 0;
+          let produced = 0;
+          async function* source(): AsyncGenerator<Buffer> {
+            for (let k = 0; k < chunks; k++) {
+              if (gc && k > 0 && k % 16 === 0) {
+                gc();
+                retainedPeak = Math.max(retainedPeak, process.memoryUsage().arrayBuffers - baseline);
+              }
+              const slot = ring[k % ring.length] as Buffer;
+              slot.fill(fillByte(k));
+              produced += slot.length;
+              yield slot;
             }
-            const slot = ring[k % ring.length] as Buffer;
-            slot.fill(fillByte(k));
-            produced += slot.length;
-            yield slot;
           }
-        }
-        const result = await adapter.write(path, source());
-        expect(produced).toBe(chunks * MiB);
-        expect(result.bytes).toBe(chunks * MiB);
-        expect((await adapter.stat(path)).size).toBe(chunks * MiB);
-        let offset = 0;
-        const expected = Buffer.alloc(MiB);
-        let block = -1;
-        for await (const chunk of await adapter.openRead(path)) {
-          const buf = chunk as Buffer;
-          for (let i = 0; i < buf.length; ) {
-            const k = Math.floor(offset / MiB);
-            if (k !== block) {
-              block = k;
-              expected.fill(fillByte(k));
+          const result = await adapter.write(path, source());
+          expect(produced).toBe(chunks * MiB);
+          expect(result.bytes).toBe(chunks * MiB);
+          expect((await adapter.stat(path)).size).toBe(chunks * MiB);
+          let offset = 0;
+          const expected = Buffer.alloc(MiB);
+          let block = -1;
+          for await (const chunk of await adapter.openRead(path)) {
+            const buf = chunk as Buffer;
+            for (let i = 0; i < buf.length; ) {
+              const k = Math.floor(offset / MiB);
+              if (k !== block) {
+                block = k;
+                expected.fill(fillByte(k));
+              }
+              const n = Math.min(buf.length - i, MiB - (offset % MiB));
+              if (k >= chunks) assert.fail(`the stored file is longer than the ${chunks} MiB written`);
+              if (!buf.subarray(i, i + n).equals(expected.subarray(0, n))) {
+                assert.fail(
+                  `MiB ${k} of the stored file holds another chunk's bytes: the adapter kept a chunk ` +
+                    `of the source after pulling ${ring.length} more, instead of writing it first (no back-pressure)`,
+                );
+              }
+              i += n;
+              offset += n;
             }
-            const n = Math.min(buf.length - i, MiB - (offset % MiB));
-            if (k >= chunks) assert.fail(`the stored file is longer than the ${chunks} MiB written`);
-            if (!buf.subarray(i, i + n).equals(expected.subarray(0, n))) {
-              assert.fail(
-                `MiB ${k} of the stored file holds another chunk's bytes: the adapter kept a chunk ` +
-                  `of the source after pulling ${ring.length} more, instead of writing it first (no back-pressure)`,
-              );
-            }
-            i += n;
-            offset += n;
           }
-        }
-        expect(offset).toBe(chunks * MiB);
-        if (gc) {
-          expect(
-            retainedPeak,
-            `memory retained while writing ${chunks} MiB: the adapter buffers instead of waiting for the server`,
-          ).toBeLessThan(16 * MiB);
-        }
-        await adapter.remove(path);
-      });
+          expect(offset).toBe(chunks * MiB);
+          if (gc) {
+            expect(
+              retainedPeak,
+              `memory retained while writing ${chunks} MiB: the adapter buffers instead of waiting for the server`,
+            ).toBeLessThan(16 * MiB);
+          }
+          await adapter.remove(path);
+        },
+      );
 
-      it('an aborted write rejects with kind cancelled and releases its source', async () => {
+      writing('an aborted write rejects with kind cancelled and releases its source', async () => {
         const dir = await scratch('abort-write');
         const controller = new AbortController();
         let produced = 0;

@@ -22,6 +22,8 @@ export {
   type TransferErrorOptions,
 } from './errors.js';
 export { FileAdapter, type FileAdapterOptions, fileAdapterFactory } from './file-adapter.js';
+export { FtpAdapter, type FtpAdapterOptions, ftpAdapterFactory } from './ftp/index.js';
+export { HttpAdapter, type HttpAdapterOptions, httpAdapterFactory } from './http/index.js';
 export {
   AdapterRegistry,
   type AdapterRegistryOptions,
@@ -29,3 +31,5 @@ export {
   type ResolvedLocation,
   type ResolveOptions,
 } from './registry.js';
+export { SftpAdapter, type SftpAdapterOptions, sftpAdapterFactory } from './sftp/index.js';
+export { WebDavAdapter, type WebDavAdapterOptions, webdavAdapterFactory } from './webdav/index.js';

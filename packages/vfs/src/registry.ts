@@ -3,6 +3,10 @@ import type { Credential } from '@dts/document';
 import type { Adapter, AdapterFactory, Capabilities } from './adapter.js';
 import { maskUrl, TransferError } from './errors.js';
 import { fileAdapterFactory } from './file-adapter.js';
+import { ftpAdapterFactory } from './ftp/index.js';
+import { httpAdapterFactory } from './http/index.js';
+import { sftpAdapterFactory } from './sftp/index.js';
+import { webdavAdapterFactory } from './webdav/index.js';
 
 export interface ResolvedLocation {
   readonly adapter: Adapter;
@@ -121,7 +125,12 @@ export class AdapterRegistry {
 
 /** A registry with every adapter this build of dts has. */
 export function createDefaultRegistry(options: AdapterRegistryOptions = {}): AdapterRegistry {
-  return new AdapterRegistry(options).register(fileAdapterFactory);
+  return new AdapterRegistry(options)
+    .register(fileAdapterFactory)
+    .register(sftpAdapterFactory)
+    .register(httpAdapterFactory)
+    .register(webdavAdapterFactory)
+    .register(ftpAdapterFactory);
 }
 
 function credentialUser(c: Credential | undefined): string | undefined {

@@ -76,13 +76,23 @@ function thrown(fn: () => unknown): TransferError {
 
 describe('AdapterRegistry', () => {
   it('refuses an unknown scheme, listing the schemes it supports', () => {
-    const registry = createDefaultRegistry().register(fakeFactory(['sftp']).factory);
+    const registry = new AdapterRegistry().register(fakeFactory(['file', 'sftp']).factory);
     const err = thrown(() => registry.resolve('gopher://host/x'));
     expect(err.code).toBe('XFR_UNSUPPORTED');
     expect(err.kind).toBe('permanent');
     expect(err.message).toContain('"gopher:"');
     expect(err.message).toContain('file, sftp');
     expect(registry.schemes()).toEqual(['file', 'sftp']);
+    expect(createDefaultRegistry().schemes()).toEqual([
+      'file',
+      'ftp',
+      'ftps',
+      'http',
+      'https',
+      'sftp',
+      'webdav',
+      'webdavs',
+    ]);
     expect(thrown(() => registry.capabilities('gopher')).code).toBe('XFR_UNSUPPORTED');
   });
 

@@ -1,0 +1,13 @@
+/**
+ * Numbered schema migrations, applied in order at open inside one `BEGIN IMMEDIATE` transaction and
+ * recorded in `schema_migrations`. A migration is never edited once released: add the next number.
+ */
+import { m001Initial } from './001-initial.js';
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [m001Initial];

@@ -1,0 +1,268 @@
+/**
+ * The job store's contract. `SqliteJobStore` implements it on one SQLite file; a PostgreSQL store
+ * can follow, which is why every method returns a Promise although SQLite answers synchronously.
+ *
+ * Times cross this interface as ISO 8601 strings (records) or `Date`s (arguments).
+ */
+
+import type { JobSpec } from '@dts/document';
+import type { CopyState, ErrorInfo, FileState } from '@dts/transfer';
+import type { EventMessage, StoredEvent, WorkerState } from './events.js';
+import type { StoredJobState } from './states.js';
+
+/** Who is asking. A principal sees only its own jobs; an admin sees every job. */
+export interface Principal {
+  readonly id: string;
+  readonly admin?: boolean;
+}
+
+/** The service itself (recorder, scheduler, reaper): sees every job. */
+export const SYSTEM: Principal = Object.freeze({ id: 'system', admin: true });
+
+export interface CreateJobOptions {
+  /** Client-chosen key: the same key with the same request returns the same job. */
+  readonly idempotencyKey?: string;
+  /**
+   * Hash that decides "the same request". Default: SHA-256 of the redacted spec and pool (so no
+   * function of a secret is stored). Pass your own only if it, too, is computed without secrets.
+   */
+  readonly requestHash?: string;
+  /** Worker pool; default the spec's `pool` property, else none (the router decides). */
+  readonly pool?: string;
+}
+
+export interface CreateJobResult {
+  readonly job: JobDetail;
+  /** False when an idempotency key named an existing job, which is returned instead. */
+  readonly created: boolean;
+}
+
+export interface FileCountsRecord {
+  /** Files known: the listing's total so far, or the files seen in events if more. */
+  readonly total: number;
+  readonly done: number;
+  readonly skipped: number;
+  readonly failed: number;
+}
+
+export interface ByteCountsRecord {
+  /** Bytes of the files known (same rule as `files.total`). */
+  readonly total: number;
+  /** Bytes written: in flight, kept for a resume, or complete (not failed, cancelled or skipped files). */
+  readonly done: number;
+}
+
+export interface JobSummary {
+  /** UUIDv7: sorts by creation time. */
+  readonly id: string;
+  readonly owner: string;
+  readonly name: string | null;
+  readonly state: StoredJobState;
+  /** Why it is in that state (free text), e.g. the dead-letter reason of an Expired job. */
+  readonly detail: string | null;
+  readonly pool: string | null;
+  /** 1 (lowest) to 5 (highest). */
+  readonly priority: number;
+  readonly properties: Readonly<Record<string, string>>;
+  readonly startNotBefore: string | null;
+  readonly endNoLaterThan: string | null;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly startedAt: string | null;
+  readonly finishedAt: string | null;
+  /** When a finished job's records may be purged (its StayAliveTime after it finished). */
+  readonly purgeAfter: string | null;
+  readonly workerId: string | null;
+  readonly workerHost: string | null;
+  /** Runs (claims by a worker) so far. */
+  readonly attempts: number;
+  readonly maxAttempts: number;
+  readonly lastError: ErrorInfo | null;
+  readonly files: FileCountsRecord;
+  readonly bytes: ByteCountsRecord;
+}
+
+export interface CopyRecord {
+  readonly id: string;
+  readonly state: CopyState;
+  /** The run the state came from (0 before any). */
+  readonly run: number;
+  readonly files: FileCountsRecord;
+  readonly bytes: ByteCountsRecord;
+  /** True once the listing finished and `files.total` is final. */
+  readonly planComplete: boolean;
+  readonly error: ErrorInfo | null;
+  readonly leftBehind: readonly string[];
+  readonly updatedAt: string;
+}
+
+export interface JobDetail extends JobSummary {
+  /** The spec as submitted, without secrets (`redactJobSpec`). */
+  readonly spec: JobSpec;
+  readonly copies: readonly CopyRecord[];
+}
+
+export interface FileRecord {
+  readonly copyId: string;
+  readonly path: string;
+  readonly state: FileState;
+  readonly run: number;
+  readonly attempt: number;
+  readonly size: number;
+  readonly bytes: number;
+  readonly resumedFrom: number | null;
+  readonly checksum: string | null;
+  readonly checksumAlgorithm: string | null;
+  readonly detail: string | null;
+  readonly error: ErrorInfo | null;
+  readonly updatedAt: string;
+}
+
+export interface WorkerRecord {
+  readonly id: string;
+  readonly host: string;
+  readonly pool: string;
+  readonly selector: string | null;
+  readonly state: WorkerState;
+  readonly runningJobs: readonly string[];
+  readonly version: string | null;
+  /** First heartbeat seen. */
+  readonly firstSeen: string;
+  readonly lastHeartbeat: string;
+}
+
+/** One page of a keyset-paged list. */
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Pass back as `cursor` for the next page; null on the last page. Opaque. */
+  readonly nextCursor: string | null;
+}
+
+export interface PageOptions {
+  /** Default 50, at most 1000. */
+  readonly limit?: number;
+  readonly cursor?: string;
+}
+
+export interface ListJobsOptions extends PageOptions {
+  readonly viewer: Principal;
+  /** Only this owner's jobs (an admin's filter; for anyone else it can only narrow to themselves). */
+  readonly owner?: string;
+  readonly state?: StoredJobState | readonly StoredJobState[];
+}
+
+export interface ListFilesOptions extends PageOptions {
+  readonly copyId?: string;
+  readonly state?: FileState;
+}
+
+export interface ListEventsOptions {
+  /** Events after this `seq` (exclusive); default from the start. */
+  readonly afterSeq?: number;
+  /** Default 500, at most 5000. */
+  readonly limit?: number;
+}
+
+export interface SetJobStateOptions {
+  readonly detail?: string;
+  readonly error?: ErrorInfo;
+  /** Worker taking the job (a transition to Running). */
+  readonly workerId?: string;
+  readonly at?: Date;
+}
+
+export type ApplyResult =
+  /** Recorded. `changed` tells whether any state or counter moved; `seq` is null for unkept events. */
+  | { readonly status: 'applied'; readonly changed: boolean; readonly seq: number | null }
+  /** Its id was applied before: nothing happened. */
+  | { readonly status: 'duplicate' }
+  /** No such job (never created, or purged): nothing recorded. */
+  | { readonly status: 'unknown-job' }
+  /** Malformed: nothing recorded. */
+  | { readonly status: 'invalid'; readonly reason: string };
+
+export interface WorkerHeartbeat {
+  readonly id: string;
+  readonly host: string;
+  readonly pool: string;
+  readonly selector?: string;
+  readonly state: WorkerState;
+  readonly runningJobs?: readonly string[];
+  readonly version?: string;
+  /** Default now. */
+  readonly at?: Date;
+}
+
+export interface PurgeOptions {
+  /** Jobs deleted per call (each with its files and events); call again while it returns this many. Default 100. */
+  readonly limit?: number;
+}
+
+export interface JobStore {
+  /**
+   * Stores a new job (state `Scheduled` if StartNotBefore is in the future, else `Pending`) with its
+   * copies, the redacted spec and, given a key, the idempotency record: all in one transaction.
+   * The same key and request from the same owner return the existing job (`created: false`); the
+   * same key with a different request throws `IdempotencyConflictError`. Secrets never reach the
+   * database. Throws `StoreError` `STORE_BAD_INPUT` for an empty owner or an over-long key.
+   */
+  createJob(owner: string, spec: JobSpec, options?: CreateJobOptions): Promise<CreateJobResult>;
+
+  /** The job with its copies, or null if there is none or `viewer` may not see it (the API's 404). */
+  getJob(id: string, viewer: Principal): Promise<JobDetail | null>;
+
+  /**
+   * Jobs newest first, keyset-paged. A non-admin viewer sees only its own jobs whatever `owner` says.
+   * Throws `STORE_BAD_CURSOR` for a cursor this store did not make.
+   */
+  listJobs(options: ListJobsOptions): Promise<Page<JobSummary>>;
+
+  /** Files of a job by copy then path, keyset-paged; null if the job is not visible to `viewer`. */
+  listFiles(jobId: string, viewer: Principal, options?: ListFilesOptions): Promise<Page<FileRecord> | null>;
+
+  /** A job's history in `seq` order after `afterSeq`; null if the job is not visible to `viewer`. */
+  listEvents(jobId: string, viewer: Principal, options?: ListEventsOptions): Promise<StoredEvent[] | null>;
+
+  /**
+   * Records one event and applies it to job, copy, file and worker state, exactly once by event id
+   * and in any arrival order (the rules in `states.ts`). Never throws for a bad event: see the result.
+   */
+  applyEvent(event: EventMessage): Promise<ApplyResult>;
+
+  /** `applyEvent` for many in one transaction (one fsync): how the recorder drains a burst. */
+  applyEvents(events: readonly EventMessage[]): Promise<ApplyResult[]>;
+
+  /**
+   * The service's own transitions (`JOB_TRANSITIONS`), recorded in the job's history. Setting the
+   * current state again is a no-op. Leaving Running or Suspended for Pending closes the current run:
+   * its late events no longer move the job. Throws `STORE_NOT_FOUND` or `InvalidTransitionError`.
+   */
+  setJobState(id: string, to: StoredJobState, options?: SetJobStateOptions): Promise<JobSummary>;
+
+  /** Records a worker's heartbeat (a heartbeat older than the last one seen changes nothing). */
+  heartbeat(worker: WorkerHeartbeat): Promise<void>;
+
+  /** Workers by id; with `liveWithinMs`, only those heard from within that many ms. */
+  listWorkers(options?: { readonly liveWithinMs?: number }): Promise<WorkerRecord[]>;
+
+  /** Scheduled jobs whose StartNotBefore has come, earliest first (for the scheduler). */
+  listDueJobs(now: Date, limit?: number): Promise<JobSummary[]>;
+
+  /** Pending or Scheduled jobs past their EndNoLaterThan, earliest first (to expire). */
+  listOverdueJobs(now: Date, limit?: number): Promise<JobSummary[]>;
+
+  /** Deletes a job with its copies, files, events and idempotency keys. False if there was none. */
+  deleteJob(id: string): Promise<boolean>;
+
+  /** Deletes finished (terminal) jobs that finished before `before`; returns how many. */
+  purgeFinishedBefore(before: Date, options?: PurgeOptions): Promise<number>;
+
+  /**
+   * Deletes finished jobs whose StayAliveTime has passed at `now`; jobs without one are kept
+   * `defaultStayAliveMs` after they finished (default: kept for ever). Returns how many.
+   */
+  purgeExpired(now: Date, options?: PurgeOptions & { readonly defaultStayAliveMs?: number }): Promise<number>;
+
+  /** Closes the store; later calls throw `STORE_CLOSED`. Idempotent. */
+  close(): Promise<void>;
+}

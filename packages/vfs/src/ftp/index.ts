@@ -1,0 +1,1 @@
+export { FtpAdapter, type FtpAdapterOptions, ftpAdapterFactory } from './ftp-adapter.js';

@@ -1,0 +1,238 @@
+/**
+ * One FTP data transfer (RETR, STOR, APPE, LIST, MLSD) on a basic-ftp Client, with the hooks the
+ * adapter needs and basic-ftp's own `downloadTo`/`uploadFrom` do not give: the moment the server
+ * starts the transfer (its 150 reply, so `openRead` can fail with "not found" before returning a
+ * stream), a stream of listing lines instead of a buffered listing, and the final 2xx reply as the only
+ * proof of success (a data connection that ends early looks like a complete file to both sides).
+ *
+ * Timeouts: while waiting for a reply, basic-ftp's control-socket timeout applies. During the data
+ * transfer the control connection is idle by design, so its timeout is suspended and a watchdog
+ * watches the data connection instead: it fires after `timeoutMs` without progress, counting only time
+ * in which the transfer waits for the server (not for our own slow consumer or producer), as
+ * basic-ftp's TransferWatchdog does.
+ */
+import type { Socket } from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { Client, FTPResponse } from 'basic-ftp';
+
+export type Direction = 'download' | 'upload';
+
+export interface TransferOptions {
+  /** `REST n` before the command (resume a download at byte n). */
+  readonly restAt?: number;
+  /** Milliseconds without progress, waiting for the server, before the transfer fails. 0: never. */
+  readonly timeoutMs: number;
+  /** Called once, when the server has accepted the command (150/125) and data may flow. */
+  readonly onStart?: () => void;
+}
+
+/**
+ * Runs `command` as a data transfer. `data` is called once the server has accepted it, with the data
+ * socket (TLS already set up for an upload), and resolves when our side of the data is done. Resolves
+ * with the server's final reply once both that and a 2xx reply are in; rejects with the first error
+ * (an FTPError for a refusal, a socket error, or a timeout). The client must not be reused after a
+ * rejection unless the error is an FTPError that arrived before the transfer started.
+ */
+export async function runTransfer(
+  client: Client,
+  command: string,
+  direction: Direction,
+  data: (socket: Socket) => Promise<void>,
+  options: TransferOptions,
+): Promise<FTPResponse> {
+  const ftp = client.ftp;
+  await client.prepareTransfer(ftp);
+  if (options.restAt !== undefined && options.restAt > 0) await ftp.request(`REST ${options.restAt}`);
+  const watchdog = new Watchdog();
+  let started = false;
+  let dataDone = false;
+  let reply: FTPResponse | undefined;
+  let settled = false;
+  return ftp.handle(command, (res, task) => {
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      watchdog.stop();
+      ftp.socket.setTimeout(options.timeoutMs);
+      // An upload we abandon is reset, not closed: a clean close would tell the server the file is complete.
+      const socket = ftp.dataSocket;
+      if (direction === 'upload' && socket && !socket.destroyed && 'resetAndDestroy' in socket) {
+        try {
+          (socket as Socket).resetAndDestroy();
+        } catch {
+          // Already gone.
+        }
+      }
+      ftp.dataSocket = undefined;
+      task.reject(err);
+    };
+    const tryResolve = () => {
+      if (settled || !dataDone || !reply) return;
+      settled = true;
+      ftp.dataSocket = undefined;
+      task.resolve(reply);
+    };
+    if (res instanceof Error) {
+      fail(res);
+      return;
+    }
+    if (res.code === 150 || res.code === 125) {
+      if (started) return;
+      started = true;
+      const socket = ftp.dataSocket;
+      if (!socket) {
+        fail(new Error('the server started a transfer but no data connection is open'));
+        return;
+      }
+      const begin = () => {
+        if (settled) return;
+        // The control connection is idle during the transfer; the watchdog takes over.
+        ftp.socket.setTimeout(0);
+        socket.setTimeout(0);
+        watchdog.start(socket, direction, options.timeoutMs, () =>
+          ftp.closeWithError(new Error('Timeout (data socket)')),
+        );
+        options.onStart?.();
+        data(socket).then(
+          () => {
+            watchdog.stop();
+            dataDone = true;
+            if (!settled) ftp.socket.setTimeout(options.timeoutMs);
+            tryResolve();
+          },
+          (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
+        );
+      };
+      // An upload waits for the data connection's TLS handshake to complete. basic-ftp tests
+      // getCipher(), which is set halfway through it: an empty upload then ends the socket mid-handshake
+      // and vsftpd answers with garbage ("wrong version number"). Both Finished messages mean done.
+      const tls = socket as TLSSocket;
+      if (direction === 'upload' && typeof tls.getFinished === 'function' && !handshakeDone(tls)) {
+        tls.once('secureConnect', begin);
+      } else {
+        begin();
+      }
+      return;
+    }
+    if (res.code >= 200 && res.code < 300) {
+      reply = res;
+      // A server may answer 226 without ever opening the data connection (an empty listing).
+      if (!started) dataDone = true;
+      tryResolve();
+      return;
+    }
+    if (res.code >= 300 && res.code < 400) {
+      const err = new Error(`Unexpected FTP response is requesting an answer: ${res.message}`);
+      fail(err);
+      ftp.closeWithError(err);
+    }
+    // Other preliminary replies (1xx) are informational.
+  });
+}
+
+function handshakeDone(tls: TLSSocket): boolean {
+  return tls.getFinished() !== undefined && tls.getPeerFinished() !== undefined;
+}
+
+/** Reports a stalled data connection: `timeoutMs` without progress while the transfer waits on the server. */
+class Watchdog {
+  private timer: NodeJS.Timeout | undefined;
+
+  start(socket: Socket, direction: Direction, timeoutMs: number, onStall: () => void): void {
+    this.stop();
+    if (timeoutMs <= 0) return;
+    const interval = Math.max(1, Math.min(Math.floor(timeoutMs / 4), 500));
+    let last = socket.bytesRead + socket.bytesWritten;
+    let idle = 0;
+    let grace = 0;
+    this.timer = setInterval(() => {
+      const now = socket.bytesRead + socket.bytesWritten;
+      const progressed = now !== last;
+      last = now;
+      // Downloading into a consumer that is not reading (the socket is paused by back-pressure), or
+      // uploading with nothing queued (our producer is slow): we are the ones holding things up.
+      const waitingForServer = direction === 'download' ? !socket.isPaused() : socket.writableLength > 0;
+      if (!waitingForServer) {
+        idle = 0;
+        // The server learns that our window reopened only with its next probe: allow for it.
+        grace = timeoutMs;
+        return;
+      }
+      if (progressed) {
+        idle = 0;
+        grace = 0;
+        return;
+      }
+      idle += interval;
+      if (idle >= timeoutMs + grace) {
+        this.stop();
+        onStall();
+      }
+    }, interval);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/**
+ * The readable side of a download. The data connection is piped into `sink`, whose writes are
+ * acknowledged only when the consumer wants more (so a slow consumer pauses the data socket, and the
+ * server). The end of the data connection does NOT end this stream: only `finish()`, called after the
+ * server's final 226 reply, does; a transfer cut short fails it instead (`destroy(err)`).
+ */
+export class DownloadStream extends Readable {
+  readonly sink: Writable;
+  /** Bytes received so far. */
+  received = 0;
+  private waiting: (() => void) | undefined;
+  private completed = false;
+
+  constructor(private readonly onAbandon: () => void) {
+    super({ highWaterMark: 256 * 1024 });
+    this.sink = new Writable({
+      highWaterMark: 64 * 1024,
+      write: (chunk: Buffer, _encoding, callback) => {
+        if (this.destroyed) {
+          callback();
+          return;
+        }
+        this.received += chunk.length;
+        if (this.push(chunk)) callback();
+        else this.waiting = callback;
+      },
+      final: (callback) => callback(),
+    });
+  }
+
+  override _read(): void {
+    const resume = this.waiting;
+    this.waiting = undefined;
+    resume?.();
+  }
+
+  /** Drops a stream that was never handed out (the transfer was refused), leaving its connection be. */
+  dispose(): void {
+    this.completed = true;
+    this.destroy();
+  }
+
+  /** The server confirmed the transfer (226): end the stream after what was received. */
+  finish(): void {
+    this.completed = true;
+    if (!this.destroyed) this.push(null);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const resume = this.waiting;
+    this.waiting = undefined;
+    resume?.();
+    // Destroyed before the server confirmed: the transfer is abandoned, its connection unusable.
+    if (!this.completed) this.onAbandon();
+    callback(err);
+  }
+}

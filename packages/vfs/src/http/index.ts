@@ -1,0 +1,1 @@
+export { HttpAdapter, type HttpAdapterOptions, httpAdapterFactory } from './http-adapter.js';

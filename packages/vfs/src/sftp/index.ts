@@ -1,0 +1,1 @@
+export { SftpAdapter, type SftpAdapterOptions, sftpAdapterFactory } from './sftp-adapter.js';

@@ -1,0 +1,428 @@
+/**
+ * SSH connections with one SFTP session each, and the adapter's pool of them.
+ *
+ * SFTP multiplexes: every request carries an id, so one session serves several files at once. The
+ * pool therefore never makes a caller wait for a connection: it shares the least-loaded session and
+ * dials another (up to `maxConnections`) only when every session is busy. An exclusive lease per file
+ * would deadlock a copy whose source and sink are the same server (every connection held by a read
+ * waiting for a write that waits for a connection).
+ *
+ * Every request is watched: while requests are outstanding, a server that answers none of them for
+ * `timeoutMs` (a stalled network, a hung server) ends the session with XFR_TIMEOUT, failing every
+ * request on it, instead of a transfer hanging for ever. Keepalives find a dead idle connection.
+ */
+import { Client, type ConnectConfig, type ServerHostKeyAlgorithm, type SFTPWrapper } from 'ssh2';
+import { TransferError } from '../errors.js';
+import { checkHostKey, type HostKeyPolicy, preferredHostKeyAlgorithms } from './host-key.js';
+import { classifyConnectionError, type LoginContext } from './sftp-errors.js';
+
+export interface DialOptions {
+  readonly host: string;
+  readonly port: number;
+  /** `sftp://user@host:port`, for messages. */
+  readonly url: string;
+  readonly username: string;
+  readonly password?: string;
+  readonly privateKey?: string;
+  readonly passphrase?: string;
+  readonly hostKey: HostKeyPolicy;
+  readonly connectTimeoutMs: number;
+  readonly timeoutMs: number;
+  readonly keepaliveIntervalMs: number;
+}
+
+type Callback<T> = (err: Error | null | undefined, value?: T) => void;
+
+/** ssh2 learns the server's request size limits (`limits@openssh.com`) but keeps them private. */
+interface SftpLimits {
+  _maxReadLen?: unknown;
+  _maxWriteLen?: unknown;
+}
+
+/** ssh2's default for servers that announce no limits (34000 bytes a packet, less its overhead). */
+const DEFAULT_MAX_IO = 34000 - 2048;
+
+export class SftpSession {
+  /** Callers using this session now (files, listings, single requests). */
+  leases = 0;
+  /** Set once the session is unusable; every later request fails with it. */
+  failure: TransferError | undefined;
+  /** Largest READ / WRITE the server takes in one request. */
+  readonly maxRead: number;
+  readonly maxWrite: number;
+  private readonly pending = new Set<(err: TransferError) => void>();
+  private lastProgress = 0;
+  private readonly watchdog: NodeJS.Timeout;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly onFailure: (session: SftpSession) => void;
+
+  private constructor(
+    readonly client: Client,
+    readonly sftp: SFTPWrapper,
+    private readonly url: string,
+    private readonly timeoutMs: number,
+    onFailure: (session: SftpSession) => void,
+  ) {
+    this.onFailure = onFailure;
+    const limits = sftp as unknown as SftpLimits;
+    this.maxRead = positive(limits._maxReadLen) ?? DEFAULT_MAX_IO;
+    this.maxWrite = positive(limits._maxWriteLen) ?? DEFAULT_MAX_IO;
+    this.watchdog = setInterval(() => this.checkProgress(), Math.max(20, Math.min(1000, timeoutMs / 4)));
+    this.watchdog.unref();
+    const broken = (err: TransferError) => this.fail(err);
+    client.on('error', (err: Error) => broken(classifyConnectionError(err, url)));
+    client.on('close', () =>
+      broken(new TransferError('XFR_NETWORK', `${url}: the SSH connection closed; retry`, { url })),
+    );
+    sftp.on('error', (err: Error) => broken(classifyConnectionError(err, url)));
+    sftp.on('close', () =>
+      broken(new TransferError('XFR_NETWORK', `${url}: the server ended the SFTP session; retry`, { url })),
+    );
+  }
+
+  /**
+   * Connects, checks the host key, logs in and starts the SFTP subsystem. Makes exactly one attempt:
+   * the pool decides whether to try again (it does not after a permanent failure).
+   */
+  static dial(options: DialOptions, onFailure: (session: SftpSession) => void): Promise<SftpSession> {
+    const { url } = options;
+    const login: LoginContext = {
+      url,
+      username: options.username,
+      method: options.privateKey !== undefined ? 'a private key' : 'a password',
+    };
+    return new Promise<SftpSession>((resolve, reject) => {
+      const client = new Client();
+      let hostKeyProblem: TransferError | undefined;
+      let settled = false;
+      let subsystemTimer: NodeJS.Timeout | undefined;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(subsystemTimer);
+        client.destroy();
+        reject(hostKeyProblem ?? classifyConnectionError(err, url, login));
+      };
+      client.on('error', fail);
+      client.on('close', () =>
+        fail(
+          new TransferError(
+            'XFR_NETWORK',
+            `${url}: the server closed the connection before the login completed; retry, and check that an SSH server listens there`,
+            { url },
+          ),
+        ),
+      );
+      // Some servers take the password only through keyboard-interactive: answer its prompts with it.
+      client.on('keyboard-interactive', (_name, _instructions, _lang, prompts, finish) => {
+        finish(prompts.map(() => options.password ?? ''));
+      });
+      client.once('ready', () => {
+        subsystemTimer = setTimeout(
+          () =>
+            fail(
+              new TransferError('XFR_TIMEOUT', `${url}: the server did not start SFTP in time; retry`, {
+                url,
+              }),
+            ),
+          options.connectTimeoutMs,
+        );
+        client.sftp((err, sftp) => {
+          if (err) {
+            // A server without the sftp subsystem refuses it or ends the session at once.
+            const refused = /subsystem|exit code|signal|termination/i.test(err.message);
+            fail(
+              refused
+                ? new TransferError(
+                    'XFR_UNSUPPORTED',
+                    `${url}: the server refused to start SFTP (${err.message}); its sshd needs an sftp Subsystem`,
+                    { url, cause: err },
+                  )
+                : err,
+            );
+            return;
+          }
+          if (settled) return;
+          settled = true;
+          clearTimeout(subsystemTimer);
+          client.removeListener('error', fail);
+          client.removeAllListeners('close');
+          resolve(new SftpSession(client, sftp, url, options.timeoutMs, onFailure));
+        });
+      });
+
+      const algorithms = preferredHostKeyAlgorithms(options.hostKey.known?.types ?? []);
+      const config: ConnectConfig = {
+        host: options.host,
+        port: options.port,
+        username: options.username,
+        readyTimeout: options.connectTimeoutMs,
+        keepaliveInterval: options.keepaliveIntervalMs,
+        keepaliveCountMax: 3,
+        hostVerifier: (key: Buffer) => {
+          hostKeyProblem = checkHostKey(key, options.hostKey);
+          return hostKeyProblem === undefined;
+        },
+        ...(algorithms ? { algorithms: { serverHostKey: algorithms as ServerHostKeyAlgorithm[] } } : {}),
+        ...(options.password !== undefined ? { password: options.password, tryKeyboard: true } : {}),
+        ...(options.privateKey !== undefined
+          ? {
+              privateKey: options.privateKey,
+              ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}),
+            }
+          : {}),
+      };
+      try {
+        client.connect(config);
+      } catch (err) {
+        // ssh2 parses the private key synchronously; its messages never hold the key or passphrase.
+        settled = true;
+        client.destroy();
+        reject(
+          new TransferError(
+            'XFR_AUTH',
+            `${url}: the private key for user "${options.username}" cannot be used (${(err as Error).message}); ` +
+              'give an OpenSSH or PEM private key, and its passphrase if it has one',
+            { url, cause: err },
+          ),
+        );
+      }
+    });
+  }
+
+  /**
+   * Sends one request (`start` calls an SFTPWrapper method with the callback) and calls `done` with
+   * ssh2's answer, or with the session's failure (a TransferError) if the session breaks first.
+   * `done` is called exactly once. A synchronous throw from `start` (ssh2 throws for an extension
+   * the server lacks) is passed to `done` as well.
+   */
+  request<T>(start: (cb: Callback<T>) => void, done: Callback<T>): void {
+    if (this.failure) {
+      const failure = this.failure;
+      queueMicrotask(() => done(failure));
+      return;
+    }
+    let settled = false;
+    const abandon = (err: TransferError) => {
+      if (settled) return;
+      settled = true;
+      done(err);
+    };
+    if (this.pending.size === 0) this.lastProgress = Date.now();
+    this.pending.add(abandon);
+    try {
+      start((err, value) => {
+        this.lastProgress = Date.now();
+        this.pending.delete(abandon);
+        if (settled) return;
+        settled = true;
+        done(err, value);
+      });
+    } catch (err) {
+      this.pending.delete(abandon);
+      settled = true;
+      queueMicrotask(() => done(err as Error));
+    }
+  }
+
+  /** `request` as a promise. */
+  call<T>(start: (cb: Callback<T>) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.request<T>(start, (err, value) => (err ? reject(err) : resolve(value as T)));
+    });
+  }
+
+  /** Ends the session: every outstanding and later request fails with `err`. */
+  fail(err: TransferError): void {
+    if (this.failure) return;
+    this.failure = err;
+    clearInterval(this.watchdog);
+    clearTimeout(this.idleTimer);
+    const pending = [...this.pending];
+    this.pending.clear();
+    for (const abandon of pending) abandon(err);
+    this.client.destroy();
+    this.onFailure(this);
+  }
+
+  /** Closes the connection politely (pending requests fail with `reason`). */
+  close(reason: TransferError): void {
+    if (this.failure) return;
+    this.failure = reason;
+    clearInterval(this.watchdog);
+    clearTimeout(this.idleTimer);
+    const pending = [...this.pending];
+    this.pending.clear();
+    for (const abandon of pending) abandon(reason);
+    this.client.end();
+    this.onFailure(this);
+  }
+
+  /** Called by the pool when the last lease goes: close after `ms` unless used again. */
+  idleFor(ms: number, close: () => void): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(close, ms);
+    this.idleTimer.unref();
+  }
+
+  busy(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private checkProgress(): void {
+    if (this.pending.size === 0 || Date.now() - this.lastProgress < this.timeoutMs) return;
+    const seconds = Math.round(this.timeoutMs / 100) / 10;
+    this.fail(
+      new TransferError(
+        'XFR_TIMEOUT',
+        `${this.url}: the server answered nothing for ${seconds} s with ${this.pending.size} request(s) outstanding; ` +
+          "retry, and check the network and the server's load if it persists",
+        { url: this.url },
+      ),
+    );
+  }
+}
+
+export interface PoolOptions {
+  readonly maxConnections: number;
+  /** A session nobody uses for this long is closed. */
+  readonly idleCloseMs: number;
+}
+
+/** A session lent to one caller; `release` exactly once. */
+export interface Lease {
+  readonly session: SftpSession;
+  release(): void;
+}
+
+/**
+ * After a permanent dial failure (a refused login, an unknown host key), calls within this window get
+ * the same error without dialling again: a walk over a thousand files must not try a wrong password a
+ * thousand times (and lock the account).
+ */
+const PERMANENT_FAILURE_HOLD_MS = 30_000;
+
+export class SessionPool {
+  private readonly sessions: SftpSession[] = [];
+  private dialing: Promise<SftpSession> | undefined;
+  private permanentFailure: { error: TransferError; until: number } | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly dialOptions: () => Promise<DialOptions>,
+    private readonly options: PoolOptions,
+  ) {}
+
+  /** A session for one caller: the least-loaded one, or a new one while all are busy and there is room. */
+  async acquire(): Promise<Lease> {
+    this.closed = false;
+    for (;;) {
+      const best = this.leastLoaded();
+      const room = this.sessions.length + (this.dialing ? 1 : 0) < this.options.maxConnections;
+      if (best && (best.leases === 0 || !room || this.dialing)) return this.lend(best);
+      if (this.dialing) {
+        // No live session yet: wait for the one being dialled rather than dial in parallel, so that
+        // a refused login costs one attempt, not one per waiting caller.
+        try {
+          await this.dialing;
+        } catch (err) {
+          if (this.sessions.length === 0) throw err;
+        }
+        continue;
+      }
+      const held = this.permanentFailure;
+      if (held && Date.now() < held.until) throw held.error;
+      const dialing = this.dial();
+      this.dialing = dialing;
+      try {
+        const session = await dialing;
+        return this.lend(session);
+      } catch (err) {
+        // A transient failure while other sessions live: share one of them instead.
+        const fallback = this.leastLoaded();
+        if (fallback && (err as TransferError).kind !== 'permanent') return this.lend(fallback);
+        throw err;
+      } finally {
+        if (this.dialing === dialing) this.dialing = undefined;
+      }
+    }
+  }
+
+  /** Closes every session; requests still outstanding fail with XFR_CANCELLED. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const dialing = this.dialing;
+    const sessions = this.sessions.splice(0);
+    for (const s of sessions) s.close(closedError());
+    if (dialing) {
+      await dialing.then(
+        (s) => s.close(closedError()),
+        () => undefined,
+      );
+    }
+  }
+
+  private async dial(): Promise<SftpSession> {
+    try {
+      const options = await this.dialOptions();
+      const session = await SftpSession.dial(options, (s) => this.forget(s));
+      if (this.closed) {
+        session.close(closedError());
+        throw closedError();
+      }
+      this.sessions.push(session);
+      this.permanentFailure = undefined;
+      return session;
+    } catch (err) {
+      const e = err as TransferError;
+      if (e.kind === 'permanent')
+        this.permanentFailure = { error: e, until: Date.now() + PERMANENT_FAILURE_HOLD_MS };
+      throw err;
+    }
+  }
+
+  private leastLoaded(): SftpSession | undefined {
+    let best: SftpSession | undefined;
+    for (const s of this.sessions) {
+      if (s.failure) continue;
+      if (!best || s.leases < best.leases) best = s;
+    }
+    return best;
+  }
+
+  private lend(session: SftpSession): Lease {
+    session.leases++;
+    session.busy();
+    let released = false;
+    return {
+      session,
+      release: () => {
+        if (released) return;
+        released = true;
+        session.leases--;
+        if (session.leases === 0 && !session.failure) {
+          session.idleFor(this.options.idleCloseMs, () => {
+            if (session.leases === 0) session.close(closedError());
+          });
+        }
+      },
+    };
+  }
+
+  private forget(session: SftpSession): void {
+    const i = this.sessions.indexOf(session);
+    if (i >= 0) this.sessions.splice(i, 1);
+  }
+}
+
+function closedError(): TransferError {
+  return new TransferError(
+    'XFR_CANCELLED',
+    'the sftp connection was closed (the adapter was closed or idle)',
+  );
+}
+
+function positive(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined;
+}

@@ -1,0 +1,1 @@
+export { WebDavAdapter, type WebDavAdapterOptions, webdavAdapterFactory } from './webdav-adapter.js';
