@@ -3,23 +3,26 @@
  * Benchmarks dts against its peers, side by side, on the same data in the same run.
  *
  *   npm run bench -- local      # file → file: a 1 GiB file and 2,000 × 16 KiB files; dts vs cp vs rclone
+ *   npm run bench -- protocols  # sftp, ftp, webdav, http on loopback servers: dts vs rclone vs the protocol's own client
  *
  * Each tool runs under /usr/bin/time for wall time, CPU seconds and peak RSS. The page cache is warm
  * (every tool reads the same files after a warm-up read). Numbers are printed as a table with the ratio
  * of dts to the best peer; bench/README.md keeps the last measured table.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { have, measure, median } from './measure.js';
+import { protocols } from './protocols.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const dts = path.join(repo, 'apps/cli/bin/dts.js');
 const MiB = 1024 * 1024;
 
-const suites = { local };
+const suites = { local, protocols };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const unknown = wanted.filter((w) => !(w in suites));
 if (unknown.length > 0 || wanted.length === 0) {
@@ -31,23 +34,6 @@ if (!fs.existsSync(path.join(repo, 'apps/cli/dist/main.js'))) {
   process.exit(2);
 }
 for (const w of wanted) await suites[w]();
-
-function have(cmd) {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-}
-
-/** Runs a command under /usr/bin/time; returns wall seconds, CPU seconds and peak RSS (bytes). */
-function measure(cmd, args) {
-  const out = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { encoding: 'utf8' });
-  if (out.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${out.stderr}`);
-  const last = out.stderr.trim().split('\n').at(-1).split(' ').map(Number);
-  return { wall: last[0], cpu: last[1] + last[2], rss: last[3] * 1024 };
-}
-
-function median(runs) {
-  const sorted = [...runs].sort((a, b) => a.wall - b.wall);
-  return sorted[Math.floor(sorted.length / 2)];
-}
 
 function dtsRun(c, out, extra) {
   const doc = path.join(path.dirname(out), 'bench.xml');

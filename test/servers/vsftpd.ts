@@ -18,15 +18,16 @@
  * Anonymous logins (`anonymous`, any password) are served read-only from `anonRoot`.
  *
  * `maxPerIp` sets vsftpd's `max_per_ip`: connections beyond it get `421 There are too many connections
- * from your internet address` (the connection-limit test). `pasvPort` pins passive data connections
- * to one port and `listenAddress` moves the server off 127.0.0.1, so that a CutProxy listening on
- * 127.0.0.1:pasvPort sits on the data path (see the resume tests).
+ * from your internet address` (the connection-limit test). `startVsftpdBehindProxies` puts a CutProxy
+ * on the data path, to cut transfers mid-file (the resume tests).
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
+import * as net from 'node:net';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { promisify } from 'node:util';
-import { freePort, missingServer, tempDir } from './common.js';
+import { CutProxy, freePort, missingServer, tempDir } from './common.js';
 
 const run = promisify(execFile);
 
@@ -46,6 +47,8 @@ export interface VsftpdOptions {
   readonly listenAddress?: string;
   /** Pin passive data connections to this one port (`pasv_min_port = pasv_max_port`). Default: any port. */
   readonly pasvPort?: number;
+  /** vsftpd `idle_session_timeout` in seconds: a session silent this long is closed with 421. Default 300. */
+  readonly idleSessionTimeout?: number;
   /** Log every FTP command and reply (`log_ftp_protocol`), for tests that check what was sent. Default false: it slows vsftpd down. */
   readonly protocolLog?: boolean;
 }
@@ -80,7 +83,8 @@ export function vsftpdSkipReason(): string | undefined {
   const missing = missingServer(BINARIES, 'vsftpd util-linux openssl');
   if (missing) return missing;
   if (process.getuid?.() !== 0) {
-    const msg = 'the vsftpd fixture needs root (it runs vsftpd in its own namespaces with a throwaway account)';
+    const msg =
+      'the vsftpd fixture needs root (it runs vsftpd in its own namespaces with a throwaway account)';
     if (process.env.CI === 'true') throw new Error(`CI=true and ${msg}`);
     console.warn(`\n*** SKIPPING ftp real-server tests: ${msg} ***\n`);
     return msg;
@@ -92,7 +96,7 @@ const USER = 'dtsftp';
 const PASSWORD = 'ftp: correct horse battery';
 
 export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdServer> {
-  const tls = options.tls ?? 'none';
+  const mode = options.tls ?? 'none';
   const host = options.listenAddress ?? '127.0.0.1';
   const dir = await tempDir('dts-vsftpd-');
   // mkdtemp makes it 0700: the account must walk through it to its data directory.
@@ -115,18 +119,22 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
     `${withNewline(passwd)}${USER}:x:${uid}:${uid}:dts ftp tests:${root}:/usr/sbin/nologin\n`,
   );
   await fs.writeFile(path.join(etc, 'group'), `${withNewline(group)}${USER}:x:${uid}:\n`);
-  await fs.writeFile(path.join(etc, 'shadow'), `${withNewline(shadow)}${USER}:${passwordHash}:19000:0:99999:7:::\n`, {
-    mode: 0o640,
-  });
+  await fs.writeFile(
+    path.join(etc, 'shadow'),
+    `${withNewline(shadow)}${USER}:${passwordHash}:19000:0:99999:7:::\n`,
+    {
+      mode: 0o640,
+    },
+  );
   await fs.writeFile(
     path.join(etc, 'pam'),
-    'auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_permit.so\n',
+    'auth required pam_unix.so nodelay\naccount required pam_unix.so\nsession required pam_permit.so\n',
   );
   await fs.chown(root, uid, uid);
 
   let caFile: string | undefined;
   const tlsLines: string[] = [];
-  if (tls !== 'none') {
+  if (mode !== 'none') {
     const cert = await selfSignedCertificate(dir, 'server');
     caFile = cert.certFile;
     tlsLines.push(
@@ -141,10 +149,10 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
       'allow_anon_ssl=YES',
       'force_local_logins_ssl=YES',
       'force_local_data_ssl=YES',
-      // basic-ftp does resume the control connection's session on data connections, but vsftpd
-      // 3.0.3's check of that is unreliable with TLS 1.3 tickets; the reuse check is not what we test.
-      'require_ssl_reuse=NO',
-      `implicit_ssl=${tls === 'implicit' ? 'YES' : 'NO'}`,
+      // vsftpd's default, kept: data connections must resume the control connection's TLS session
+      // (so nobody else can take over a data port), which the client has to get right.
+      'require_ssl_reuse=YES',
+      `implicit_ssl=${mode === 'implicit' ? 'YES' : 'NO'}`,
     );
   }
 
@@ -177,6 +185,7 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
     'tcp_wrappers=NO',
     `max_per_ip=${options.maxPerIp ?? 0}`,
     'max_clients=0',
+    `idle_session_timeout=${options.idleSessionTimeout ?? 300}`,
     'pasv_enable=YES',
     ...(options.pasvPort ? [`pasv_min_port=${options.pasvPort}`, `pasv_max_port=${options.pasvPort}`] : []),
     'port_enable=NO',
@@ -184,7 +193,7 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
     'utf8_filesystem=YES',
     'use_localtime=NO',
     'dirmessage_enable=NO',
-    // A wrong password is answered at once (default: after a 1 s pause), keeping the tests fast.
+    // A wrong password is answered at once (vsftpd would pause 1 s, pam_unix 2 s: see nodelay above).
     'delay_failed_login=0',
     'max_login_fails=1',
     'xferlog_enable=YES',
@@ -240,7 +249,7 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
 
   try {
     await Promise.race([
-      waitForGreeting(host, port, tls),
+      waitForGreeting(host, port, mode),
       exited.then(() => {
         throw new Error('vsftpd exited');
       }),
@@ -253,7 +262,7 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
   return {
     host,
     port,
-    tls,
+    tls: mode,
     root,
     anonRoot,
     user: USER,
@@ -264,6 +273,52 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
     log: () => fs.readFile(logFile, 'utf8').catch(() => ''),
     output: () => output,
     stop,
+  };
+}
+
+export interface ProxiedVsftpd {
+  readonly server: VsftpdServer;
+  /** In front of the control port: connect the adapter to 127.0.0.1:control.port. */
+  readonly control: CutProxy;
+  /** On the passive data port: cut transfers with `data.cutNext(...)`, count bytes in `data.bytes`. */
+  readonly data: CutProxy;
+  stop(): Promise<void>;
+}
+
+/**
+ * vsftpd behind two CutProxies, one of them on the data path. FTP moves file bytes over a separate
+ * data connection to a passive port, which a proxy on the control port never sees. So vsftpd listens
+ * on 127.0.0.2 with its passive port pinned to P, a proxy listens on 127.0.0.1:P and forwards to
+ * 127.0.0.2:P, and another forwards the control connection. EPSV answers "port P", which a client
+ * opens on the control connection's address, 127.0.0.1: the data proxy. One transfer at a time (one
+ * passive port): give the adapter maxConnections 1.
+ */
+export async function startVsftpdBehindProxies(options: VsftpdOptions = {}): Promise<ProxiedVsftpd> {
+  const pasvPort = await freePort();
+  const data = new CutProxy(pasvPort, '127.0.0.2');
+  // The data proxy must listen on the very port vsftpd announces (start() would pick any port).
+  await new Promise<void>((resolve, reject) => {
+    data.server.once('error', reject);
+    data.server.listen(pasvPort, '127.0.0.1', resolve);
+  });
+  data.port = pasvPort;
+  let server: VsftpdServer;
+  try {
+    server = await startVsftpd({ ...options, listenAddress: '127.0.0.2', pasvPort });
+  } catch (err) {
+    await data.stop();
+    throw err;
+  }
+  const control = await new CutProxy(server.port, '127.0.0.2').start();
+  return {
+    server,
+    control,
+    data,
+    stop: async () => {
+      await control.stop();
+      await data.stop();
+      await server.stop();
+    },
   };
 }
 
@@ -302,15 +357,18 @@ export async function selfSignedCertificate(dir: string, name: string): Promise<
  * Readiness: vsftpd accepts on its port before its configuration is fully checked, so the probe waits
  * for the 220 greeting (over TLS for implicit FTPS, where the greeting comes after the handshake).
  */
-async function waitForGreeting(host: string, port: number, tls: VsftpdTls, timeoutMs = 10_000): Promise<void> {
-  const net = await import('node:net');
-  const tlsModule = await import('node:tls');
+async function waitForGreeting(
+  host: string,
+  port: number,
+  mode: VsftpdTls,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
       const socket =
-        tls === 'implicit'
-          ? tlsModule.connect({ host, port, rejectUnauthorized: false })
+        mode === 'implicit'
+          ? tls.connect({ host, port, rejectUnauthorized: false })
           : net.connect({ host, port });
       const done = (result: boolean) => {
         socket.destroy();

@@ -185,6 +185,7 @@ export class AmqpBroker implements Broker {
   private readonly publishTimeoutMs: number;
   private readonly defaultMaxDeliveries: number;
   private readonly controlQueueTtlMs: number;
+  /** @internal */
   readonly selectorScanMs: number;
   private connection: RecoveringChannelModel | undefined;
   private session: Session | undefined;
@@ -289,7 +290,10 @@ export class AmqpBroker implements Broker {
     const reconnect = this.generation > 1;
     this.session = session;
     this.wakeWaiters();
-    this.logger.info({ url: this.maskedUrl, generation: session.generation }, reconnect ? 'reconnected' : 'connected');
+    this.logger.info(
+      { url: this.maskedUrl, generation: session.generation },
+      reconnect ? 'reconnected' : 'connected',
+    );
     // Consumers come back in the background: one failing (its queue redeclared with other
     // arguments, say) must not keep the rest, or the publishers, from the new connection.
     for (const consumer of this.consumers) void consumer.start(session);
@@ -318,7 +322,7 @@ export class AmqpBroker implements Broker {
       if (left <= 0) {
         throw new BrokerError(
           'MSG_UNAVAILABLE',
-          `RabbitMQ at ${this.maskedUrl} unavailable` + (this.lastError ? `: ${this.lastError}` : ''),
+          `RabbitMQ at ${this.maskedUrl} unavailable${this.lastError ? `: ${this.lastError}` : ''}`,
         );
       }
       await new Promise<void>((resolve) => {
@@ -339,7 +343,9 @@ export class AmqpBroker implements Broker {
     if (session.pub !== undefined) return session.pub;
     session.pubOpening ??= (async () => {
       const ch = await session.model.createConfirmChannel();
-      ch.on('error', (err: Error) => this.logger.warn({ err: this.scrub(errorText(err)) }, 'publish channel error'));
+      ch.on('error', (err: Error) =>
+        this.logger.warn({ err: this.scrub(errorText(err)) }, 'publish channel error'),
+      );
       ch.on('close', () => {
         if (session.pub === ch) session.pub = undefined;
       });
@@ -359,7 +365,9 @@ export class AmqpBroker implements Broker {
     if (session.admin !== undefined) return session.admin;
     session.adminOpening ??= (async () => {
       const ch = await session.model.createChannel();
-      ch.on('error', (err: Error) => this.logger.debug({ err: this.scrub(errorText(err)) }, 'admin channel error'));
+      ch.on('error', (err: Error) =>
+        this.logger.debug({ err: this.scrub(errorText(err)) }, 'admin channel error'),
+      );
       ch.on('close', () => {
         if (session.admin === ch) session.admin = undefined;
       });
@@ -411,7 +419,10 @@ export class AmqpBroker implements Broker {
 
   private async declareRunning(ch: Channel, workerId: string): Promise<void> {
     // No x-expires: a dead worker's jobs wait here for the reaper however long that takes.
-    await ch.assertQueue(this.names.running(workerId), { durable: true, arguments: { 'x-queue-type': 'classic' } });
+    await ch.assertQueue(this.names.running(workerId), {
+      durable: true,
+      arguments: { 'x-queue-type': 'classic' },
+    });
   }
 
   private async declareControl(ch: Channel, workerId: string): Promise<void> {
@@ -423,7 +434,7 @@ export class AmqpBroker implements Broker {
     await ch.bindQueue(queue, this.names.controlExchange, workerId);
   }
 
-  /** Declarations a consumer needs before it subscribes (run under the admin mutex). */
+  /** Declarations a consumer needs before it subscribes (run under the admin mutex). @internal */
   async prepareConsumer(session: Session, kind: ConsumerKind, key: string | undefined): Promise<void> {
     await this.adminMutex.run(async () => {
       try {
@@ -440,6 +451,7 @@ export class AmqpBroker implements Broker {
   // Publishing
 
   /**
+   * @internal
    * Publishes one message, confirmed, `mandatory`. Waits through outages and retries on a new
    * channel until `publishTimeoutMs`. Resolves `returned` when the broker had no queue for it.
    */
@@ -459,10 +471,16 @@ export class AmqpBroker implements Broker {
         outcome = await new Promise((resolve) => {
           const timer = setTimeout(() => resolve({ timeout: true }), Math.max(1, deadline - Date.now()));
           try {
-            ch.publish(exchange, routingKey, body, { ...properties, mandatory: true, correlationId: token }, (err) => {
-              clearTimeout(timer);
-              resolve(err ? { err } : { ok: true });
-            });
+            ch.publish(
+              exchange,
+              routingKey,
+              body,
+              { ...properties, mandatory: true, correlationId: token },
+              (err) => {
+                clearTimeout(timer);
+                resolve(err ? { err } : { ok: true });
+              },
+            );
           } catch (err) {
             clearTimeout(timer);
             resolve({ err });
@@ -491,7 +509,10 @@ export class AmqpBroker implements Broker {
       // been taken, so send it again (at-least-once) once there is a connection.
       this.logger.debug({ err: this.lastError }, 'publish interrupted: retrying');
       if (Date.now() >= deadline) {
-        throw new BrokerError('MSG_UNAVAILABLE', `RabbitMQ at ${this.maskedUrl} unavailable: ${this.lastError}`);
+        throw new BrokerError(
+          'MSG_UNAVAILABLE',
+          `RabbitMQ at ${this.maskedUrl} unavailable: ${this.lastError}`,
+        );
       }
       await sleep(50);
     }
@@ -522,7 +543,7 @@ export class AmqpBroker implements Broker {
     throw new BrokerError('MSG_TOPOLOGY', `queue ${queue} does not take messages`);
   }
 
-  /** A job copy back into its pool's queue (requeue, release, dead-letter requeue). */
+  /** A job copy back into its pool's queue (requeue, release, dead-letter requeue). @internal */
   async sendToPool(env: Envelope, body: Buffer): Promise<void> {
     const pool = env.pool ?? '';
     this.knownPools.add(pool);
@@ -531,6 +552,7 @@ export class AmqpBroker implements Broker {
     );
   }
 
+  /** @internal */
   async sendToWaiting(env: Envelope, body: Buffer): Promise<void> {
     const pool = env.pool ?? '';
     await this.sendToQueue(this.names.waiting(pool), body, this.properties(env, true), (ch, s) =>
@@ -538,6 +560,7 @@ export class AmqpBroker implements Broker {
     );
   }
 
+  /** @internal */
   async sendToRunning(env: Envelope, body: Buffer): Promise<void> {
     const worker = env.owner ?? '';
     await this.sendToQueue(this.names.running(worker), body, this.properties(env, false), (ch) =>
@@ -545,29 +568,39 @@ export class AmqpBroker implements Broker {
     );
   }
 
-  /** A dead-letter notice back to the notice queue (its recorder asked for it again). */
+  /** A dead-letter notice back to the notice queue (its recorder asked for it again). @internal */
   async sendToNotices(env: Envelope, body: Buffer): Promise<void> {
     await this.sendToQueue(this.names.deadNoticeQueue, body, this.properties(env, false), (ch) =>
       this.declareBase(ch),
     );
   }
 
+  /** @internal */
   async sendDeadLetter(env: Envelope, body: Buffer, reason: string): Promise<void> {
     const dead: Envelope = { ...env, reason, deadAt: Date.now(), owner: undefined, handedOffAt: undefined };
     const result = await this.send(this.names.deadExchange, '', body, this.properties(dead, false));
-    if (result === 'returned') throw new BrokerError('MSG_TOPOLOGY', `exchange ${this.names.deadExchange} has no queue`);
+    if (result === 'returned')
+      throw new BrokerError('MSG_TOPOLOGY', `exchange ${this.names.deadExchange} has no queue`);
     this.logger.info({ messageId: env.messageId, kind: env.kind, pool: env.pool, reason }, 'dead-lettered');
   }
 
-  /** Requeues a message to where it is consumed from (a job: its pool). */
+  /** Requeues a message to where it is consumed from (a job: its pool). @internal */
   async sendBack(env: Envelope, body: Buffer): Promise<void> {
     if (env.kind === 'job') return this.sendToPool(env, body);
     if (env.kind === 'event') {
-      await this.sendToQueue(this.names.eventsQueue, body, this.properties(env, false), (ch) => this.declareBase(ch));
+      await this.sendToQueue(this.names.eventsQueue, body, this.properties(env, false), (ch) =>
+        this.declareBase(ch),
+      );
       return;
     }
-    const result = await this.send(this.names.controlExchange, env.workerId ?? '', body, this.properties(env, false));
-    if (result === 'returned') this.logger.info({ messageId: env.messageId }, 'control queue gone: message dropped');
+    const result = await this.send(
+      this.names.controlExchange,
+      env.workerId ?? '',
+      body,
+      this.properties(env, false),
+    );
+    if (result === 'returned')
+      this.logger.info({ messageId: env.messageId }, 'control queue gone: message dropped');
   }
 
   async publishJob(job: JobToPublish): Promise<PublishResult> {
@@ -612,7 +645,10 @@ export class AmqpBroker implements Broker {
       // Returned: the pool's queue or binding vanished (deleted by an operator). Declare and resend.
       session.declaredPools.delete(pool);
       if (attempt >= 1) {
-        throw new BrokerError('MSG_TOPOLOGY', `no queue takes jobs for pool ${pool} on ${this.names.submitExchange}`);
+        throw new BrokerError(
+          'MSG_TOPOLOGY',
+          `no queue takes jobs for pool ${pool} on ${this.names.submitExchange}`,
+        );
       }
     }
     return { messageId: env.messageId, deadLettered: false };
@@ -623,7 +659,8 @@ export class AmqpBroker implements Broker {
     const body = checkBody(event?.body);
     const env = this.simpleEnvelope('event', checkHeaders(event.headers), undefined);
     const result = await this.send(this.names.eventsExchange, '', body, this.properties(env, false));
-    if (result === 'returned') throw new BrokerError('MSG_TOPOLOGY', `exchange ${this.names.eventsExchange} has no queue`);
+    if (result === 'returned')
+      throw new BrokerError('MSG_TOPOLOGY', `exchange ${this.names.eventsExchange} has no queue`);
     return env.messageId;
   }
 
@@ -658,7 +695,7 @@ export class AmqpBroker implements Broker {
     };
   }
 
-  /** AMQP properties for an envelope; `withTtl` sets the per-message TTL from the deadline. */
+  /** AMQP properties for an envelope; `withTtl` sets the per-message TTL from the deadline. @internal */
   properties(env: Envelope, withTtl: boolean): Options.Publish {
     const headers: Record<string, unknown> = { ...env.headers, [H.kind]: env.kind };
     const set = (name: string, value: unknown) => {
@@ -701,7 +738,9 @@ export class AmqpBroker implements Broker {
     this.checkOpen();
     checkPool(pool);
     const selector =
-      options.selector === undefined || options.selector.trim() === '' ? undefined : parseSelector(options.selector);
+      options.selector === undefined || options.selector.trim() === ''
+        ? undefined
+        : parseSelector(options.selector);
     this.knownPools.add(pool);
     // A consumer with a selector takes from the pool's queue and looks through the waiting queue;
     // one without takes from both directly.
@@ -757,7 +796,10 @@ export class AmqpBroker implements Broker {
     );
   }
 
-  async consumeDeadLetters(handler: Handler<DeadLetterDelivery>, options: ConsumeOptions = {}): Promise<Subscription> {
+  async consumeDeadLetters(
+    handler: Handler<DeadLetterDelivery>,
+    options: ConsumeOptions = {},
+  ): Promise<Subscription> {
     this.checkOpen();
     return this.subscribe(
       new AmqpConsumer(this, {
@@ -795,15 +837,17 @@ export class AmqpBroker implements Broker {
   // Running queues and dead letters: scans of a queue on the admin channel
 
   /**
-   * Takes up to MAX_SCAN messages of `queue` without acking, lets `decide` act on them, then acks
-   * those it chose and returns the rest to their places. A queue that does not exist reads as empty.
+   * Takes up to MAX_SCAN messages of `queue` without acking, lets `decide` act on them and add to
+   * `ack` those it has dealt with (moved, removed), then acks those — even when `decide` fails
+   * halfway — and returns the rest to their places. A queue that does not exist reads as empty.
    */
   private async scan<T>(
     queue: string,
-    decide: (held: GetMessage[], session: Session) => Promise<{ ack: Set<GetMessage>; result: T }>,
+    decide: (held: GetMessage[], ack: Set<GetMessage>) => Promise<T>,
     empty: T,
+    max = MAX_SCAN,
   ): Promise<T> {
-    return this.withAdmin(async (ch, session) => {
+    return this.withAdmin(async (ch) => {
       try {
         await ch.checkQueue(queue);
       } catch (err) {
@@ -811,16 +855,14 @@ export class AmqpBroker implements Broker {
         throw err;
       }
       const held: GetMessage[] = [];
-      let ack = new Set<GetMessage>();
+      const ack = new Set<GetMessage>();
       try {
-        for (let i = 0; i < MAX_SCAN; i++) {
+        for (let i = 0; i < max; i++) {
           const msg = await ch.get(queue, { noAck: false });
           if (msg === false) break;
           held.push(msg);
         }
-        const decision = await decide(held, session);
-        ack = decision.ack;
-        return decision.result;
+        return await decide(held, ack);
       } finally {
         for (const msg of held) {
           try {
@@ -839,10 +881,7 @@ export class AmqpBroker implements Broker {
     checkWorkerId(workerId);
     return this.scan(
       this.names.running(workerId),
-      async (held) => ({
-        ack: new Set(),
-        result: held.map((msg) => toRunningJob(readEnvelope(msg), msg.content, workerId)),
-      }),
+      async (held) => held.map((msg) => toRunningJob(readEnvelope(msg), msg.content, workerId)),
       [],
     );
   }
@@ -852,9 +891,10 @@ export class AmqpBroker implements Broker {
     checkWorkerId(workerId);
     return this.scan(
       this.names.running(workerId),
-      async (held) => {
+      async (held, ack) => {
         const hit = held.find((msg) => readEnvelope(msg).messageId === messageId);
-        return { ack: new Set(hit ? [hit] : []), result: hit !== undefined };
+        if (hit !== undefined) ack.add(hit);
+        return hit !== undefined;
       },
       false,
     );
@@ -868,8 +908,7 @@ export class AmqpBroker implements Broker {
     const queue = this.names.running(workerId);
     const result = await this.scan(
       queue,
-      async (held) => {
-        const ack = new Set<GetMessage>();
+      async (held, ack) => {
         const released: string[] = [];
         const deadLettered: string[] = [];
         for (const msg of held) {
@@ -889,7 +928,7 @@ export class AmqpBroker implements Broker {
           }
           ack.add(msg);
         }
-        return { ack, result: { released, deadLettered, emptied: ack.size === held.length } };
+        return { released, deadLettered, emptied: ack.size === held.length };
       },
       { released: [], deadLettered: [], emptied: false },
     );
@@ -914,11 +953,9 @@ export class AmqpBroker implements Broker {
     const limit = checkPositiveInt('limit', options.limit, 100);
     return this.scan(
       this.names.deadQueue,
-      async (held) => ({
-        ack: new Set(),
-        result: held.slice(0, limit).map((msg) => toDeadLetter(readEnvelope(msg), msg.content)),
-      }),
+      async (held) => held.map((msg) => toDeadLetter(readEnvelope(msg), msg.content)),
       [],
+      Math.min(limit, MAX_SCAN),
     );
   }
 
@@ -927,9 +964,9 @@ export class AmqpBroker implements Broker {
     const expiresAt = checkDate('expiresAt', options.expiresAt);
     const done = await this.scan(
       this.names.deadQueue,
-      async (held) => {
+      async (held, ack) => {
         const hit = held.find((msg) => readEnvelope(msg).messageId === messageId);
-        if (hit === undefined) return { ack: new Set<GetMessage>(), result: false };
+        if (hit === undefined) return false;
         const env = readEnvelope(hit);
         const back: Envelope = {
           ...env,
@@ -940,7 +977,8 @@ export class AmqpBroker implements Broker {
           expiresAt: env.kind === 'job' ? expiresAt : undefined,
         };
         await this.sendBack(back, hit.content);
-        return { ack: new Set([hit]), result: true };
+        ack.add(hit);
+        return true;
       },
       false,
     );
@@ -952,9 +990,10 @@ export class AmqpBroker implements Broker {
     this.checkOpen();
     return this.scan(
       this.names.deadQueue,
-      async (held) => {
+      async (held, ack) => {
         const hit = held.find((msg) => readEnvelope(msg).messageId === messageId);
-        return { ack: new Set(hit ? [hit] : []), result: hit !== undefined };
+        if (hit !== undefined) ack.add(hit);
+        return hit !== undefined;
       },
       false,
     );
@@ -969,7 +1008,11 @@ export class AmqpBroker implements Broker {
       const main = await ch.checkQueue(this.names.pool(pool));
       const waiting = await ch.checkQueue(this.names.waiting(pool));
       // Every consumer of a pool consumes its main queue; AMQP 0-9-1 reports no unacked count.
-      return { ready: main.messageCount + waiting.messageCount, unacked: null, consumers: main.consumerCount };
+      return {
+        ready: main.messageCount + waiting.messageCount,
+        unacked: null,
+        consumers: main.consumerCount,
+      };
     });
   }
 
@@ -987,30 +1030,29 @@ export class AmqpBroker implements Broker {
   }
 
   // ----------------------------------------------------------------------------------------------
-  // Helpers
+  // Helpers (public for AmqpConsumer only)
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
+  /** @internal */
   get log(): BrokerLogger {
     return this.logger;
   }
 
+  /** @internal */
   currentSession(): Session | undefined {
     return this.session?.alive ? this.session : undefined;
   }
 
+  /** @internal */
   checkOpen(): void {
     if (this.closed) throw new BrokerError('MSG_CLOSED', 'the broker is closed');
   }
 
-  /** Removes the password from any text that might carry it (amqplib's errors, RabbitMQ's replies). */
+  /** Removes the password from any text that might carry it (amqplib's errors, RabbitMQ's replies). @internal */
   scrub(text: string): string {
     return this.secret ? text.split(this.secret).join('***') : text;
   }
 
-  /** Turns amqplib's errors into BrokerErrors. */
+  /** Turns amqplib's errors into BrokerErrors. @internal */
   classify(err: unknown): unknown {
     if (err instanceof BrokerError) return err;
     if ((err as { name?: string })?.name === 'SelectorSyntaxError') return err;
@@ -1023,7 +1065,8 @@ export class AmqpBroker implements Broker {
         { cause: err },
       );
     }
-    if (code === 403) return new BrokerError('MSG_TOPOLOGY', `RabbitMQ refused access: ${text}`, { cause: err });
+    if (code === 403)
+      return new BrokerError('MSG_TOPOLOGY', `RabbitMQ refused access: ${text}`, { cause: err });
     return new BrokerError('MSG_UNAVAILABLE', `RabbitMQ at ${this.maskedUrl}: ${text}`, { cause: err });
   }
 }
@@ -1085,7 +1128,10 @@ class AmqpConsumer {
     await this.broker.prepareConsumer(session, this.spec.kind, this.spec.key);
     const ch = await session.model.createChannel();
     ch.on('error', (err: Error) =>
-      this.broker.log.warn({ queues: this.spec.queues, err: this.broker.scrub(errorText(err)) }, 'consumer channel error'),
+      this.broker.log.warn(
+        { queues: this.spec.queues, err: this.broker.scrub(errorText(err)) },
+        'consumer channel error',
+      ),
     );
     ch.on('close', () => this.channelClosed(ch, session));
     if (this.stopped) {
@@ -1094,13 +1140,14 @@ class AmqpConsumer {
     }
     // Per channel (global): with two queues (pool + waiting) the bound is still `prefetch` in all.
     await ch.prefetch(this.spec.prefetch, true);
-    for (const queue of this.spec.queues) {
-      await ch.consume(queue, (msg) => this.onMessage(ch, queue, msg), { noAck: false });
-    }
+    // The channel is ours before the first consume: deliveries may arrive before the second one.
     this.channel = ch;
     this.channelGeneration = session.generation;
     this.inflight = 0;
     this.pending.length = 0;
+    for (const queue of this.spec.queues) {
+      await ch.consume(queue, (msg) => this.onMessage(ch, queue, msg), { noAck: false });
+    }
     if (this.spec.selector !== undefined && this.scanTimer === undefined) {
       this.scanTimer = setInterval(() => void this.scanWaiting(), this.broker.selectorScanMs);
       this.scanTimer.unref();
@@ -1183,14 +1230,20 @@ class AmqpConsumer {
       return;
     }
     const deliveryCount = env.deliveries + 1 + (lostBefore ? 1 : 0);
-    const current: Envelope = { ...env, deliveries: deliveryCount - 1, redelivered: env.redelivered || lostBefore };
+    const current: Envelope = {
+      ...env,
+      deliveries: deliveryCount - 1,
+      redelivered: env.redelivered || lostBefore,
+    };
     if (this.spec.kind === 'job') {
       if (env.expiresAt !== undefined && env.expiresAt <= Date.now()) {
         await this.redirect(ch, msg, () => this.broker.sendDeadLetter(current, msg.content, 'expired'));
         return;
       }
       if (env.maxDeliveries !== undefined && deliveryCount > env.maxDeliveries) {
-        await this.redirect(ch, msg, () => this.broker.sendDeadLetter(current, msg.content, 'delivery-limit'));
+        await this.redirect(ch, msg, () =>
+          this.broker.sendDeadLetter(current, msg.content, 'delivery-limit'),
+        );
         return;
       }
       if (this.spec.selector !== undefined && !fromScan && !this.spec.selector.matches(env.headers)) {
@@ -1226,7 +1279,13 @@ class AmqpConsumer {
     }
   }
 
-  private deliver(ch: Channel, msg: Message, env: Envelope, deliveryCount: number, redelivered: boolean): void {
+  private deliver(
+    ch: Channel,
+    msg: Message,
+    env: Envelope,
+    deliveryCount: number,
+    redelivered: boolean,
+  ): void {
     this.inflight++;
     let settled = false;
     const finish = () => {
@@ -1289,7 +1348,12 @@ class AmqpConsumer {
           handOff: async (workerId: string) => {
             checkWorkerId(workerId);
             const now = Date.now();
-            const running: Envelope = { ...env, deliveries: deliveryCount, owner: workerId, handedOffAt: now };
+            const running: Envelope = {
+              ...env,
+              deliveries: deliveryCount,
+              owner: workerId,
+              handedOffAt: now,
+            };
             const moved = await move(() => broker.sendToRunning(running, msg.content));
             if (!moved) {
               throw new BrokerError(
@@ -1370,7 +1434,8 @@ class AmqpConsumer {
 function num(value: unknown): number | undefined {
   if (typeof value === 'number' && Number.isFinite(value)) return value;
   if (typeof value === 'bigint') return Number(value);
-  if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
+  if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)))
+    return Number(value);
   return undefined;
 }
 
@@ -1384,7 +1449,9 @@ function readEnvelope(msg: Message): Envelope {
   const raw = (msg.properties.headers ?? {}) as Record<string, unknown>;
   const kind = str(raw[H.kind]);
   // RabbitMQ's own dead-lettering (a TTL ran out) leaves its reason in x-death, newest first.
-  const death = Array.isArray(raw['x-death']) ? (raw['x-death'][0] as Record<string, unknown> | undefined) : undefined;
+  const death = Array.isArray(raw['x-death'])
+    ? (raw['x-death'][0] as Record<string, unknown> | undefined)
+    : undefined;
   const deathReason = str(death?.reason);
   const deathTime = death?.time as { value?: unknown } | number | undefined;
   const deathSeconds = typeof deathTime === 'object' ? num(deathTime?.value) : num(deathTime);
@@ -1402,7 +1469,11 @@ function readEnvelope(msg: Message): Envelope {
     redelivered: raw[H.redelivered] === true,
     reason:
       str(raw[H.reason]) ??
-      (deathReason === 'delivery_limit' ? 'delivery-limit' : deathReason === undefined ? undefined : deathReason),
+      (deathReason === 'delivery_limit'
+        ? 'delivery-limit'
+        : deathReason === undefined
+          ? undefined
+          : deathReason),
     deadAt: num(raw[H.deadAt]) ?? (deathSeconds === undefined ? undefined : deathSeconds * 1000),
     owner: str(raw[H.owner]),
     handedOffAt: num(raw[H.handedOffAt]),

@@ -253,7 +253,11 @@ export interface Broker {
    * Consumes a pool's jobs: competing consumers each receive a disjoint share; a job is delivered to
    * one consumer at a time. Resolves once the consumer is registered.
    */
-  consumeJobs(pool: string, handler: Handler<JobDelivery>, options?: ConsumeJobsOptions): Promise<Subscription>;
+  consumeJobs(
+    pool: string,
+    handler: Handler<JobDelivery>,
+    options?: ConsumeJobsOptions,
+  ): Promise<Subscription>;
 
   /** The jobs in a worker's running queue, oldest hand-off first. Read-only. */
   listRunning(workerId: string): Promise<RunningJob[]>;

@@ -30,7 +30,10 @@ export interface TopologyNames {
 
 export function topologyNames(prefix: string): TopologyNames {
   if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(prefix)) {
-    throw new BrokerError('MSG_INVALID', `invalid prefix ${JSON.stringify(prefix)}: use 1-32 letters, digits, _ or -`);
+    throw new BrokerError(
+      'MSG_INVALID',
+      `invalid prefix ${JSON.stringify(prefix)}: use 1-32 letters, digits, _ or -`,
+    );
   }
   return {
     prefix,
@@ -76,7 +79,10 @@ export function checkWorkerId(workerId: unknown): string {
 export function checkPriority(priority: unknown): Priority {
   if (priority === undefined) return DEFAULT_PRIORITY;
   if (priority === 1 || priority === 2 || priority === 3 || priority === 4 || priority === 5) return priority;
-  throw new BrokerError('MSG_INVALID', `invalid priority ${JSON.stringify(priority)}: use an integer from 1 to 5`);
+  throw new BrokerError(
+    'MSG_INVALID',
+    `invalid priority ${JSON.stringify(priority)}: use an integer from 1 to 5`,
+  );
 }
 
 /** Clamps a priority read back from the broker (a foreign publisher may use 0-255). */
@@ -102,7 +108,8 @@ export function checkDate(what: string, value: unknown): number | undefined {
 }
 
 export function checkBody(body: unknown): Buffer {
-  if (!(body instanceof Uint8Array)) throw new BrokerError('MSG_INVALID', 'a message body is a Uint8Array (or Buffer)');
+  if (!(body instanceof Uint8Array))
+    throw new BrokerError('MSG_INVALID', 'a message body is a Uint8Array (or Buffer)');
   return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
 
@@ -121,7 +128,10 @@ export function checkHeaders(headers: unknown, pool?: string): Record<string, Me
         throw new BrokerError('MSG_INVALID', `invalid header name ${JSON.stringify(name)}: 1-128 characters`);
       }
       if (/^x-/i.test(name)) {
-        throw new BrokerError('MSG_INVALID', `header ${JSON.stringify(name)}: names starting with x- are reserved`);
+        throw new BrokerError(
+          'MSG_INVALID',
+          `header ${JSON.stringify(name)}: names starting with x- are reserved`,
+        );
       }
       const ok =
         value === null ||
@@ -156,7 +166,8 @@ export function publicHeaders(headers: Record<string, unknown> | undefined): Mes
   for (const [name, value] of Object.entries(headers)) {
     if (/^x-/i.test(name)) continue;
     if (value === null || value === undefined) out[name] = null;
-    else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') out[name] = value;
+    else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean')
+      out[name] = value;
     else if (typeof value === 'bigint') out[name] = Number(value);
     else if (Buffer.isBuffer(value)) out[name] = value.toString('utf8');
   }

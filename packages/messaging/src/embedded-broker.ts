@@ -218,7 +218,9 @@ export class EmbeddedBroker implements Broker {
           | { value: string }
           | undefined;
         if (row === undefined) {
-          db.prepare(`INSERT INTO broker_meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
+          db.prepare(`INSERT INTO broker_meta (key, value) VALUES ('schema_version', ?)`).run(
+            String(SCHEMA_VERSION),
+          );
         } else if (Number(row.value) > SCHEMA_VERSION) {
           throw new BrokerError(
             'MSG_TOPOLOGY',
@@ -248,10 +250,14 @@ export class EmbeddedBroker implements Broker {
     const now = Date.now();
     const { recovered, purged } = this.tx(() => {
       const recovered = this.stmt.recoverUnacked.run().changes;
-      const purged = this.stmt.purgeControl.run(`${this.names.prefix}.control.%`, now - this.controlQueueTtlMs).changes;
+      const purged = this.stmt.purgeControl.run(
+        `${this.names.prefix}.control.%`,
+        now - this.controlQueueTtlMs,
+      ).changes;
       return { recovered, purged };
     });
-    if (recovered > 0) this.logger.info({ recovered }, 'unsettled deliveries of the last run are ready again');
+    if (recovered > 0)
+      this.logger.info({ recovered }, 'unsettled deliveries of the last run are ready again');
     if (purged > 0) this.logger.info({ purged }, 'dropped stale control messages');
     this.armExpiry();
   }
@@ -355,7 +361,9 @@ export class EmbeddedBroker implements Broker {
     this.checkOpen();
     checkPool(pool);
     const selector =
-      options.selector === undefined || options.selector.trim() === '' ? undefined : parseSelector(options.selector);
+      options.selector === undefined || options.selector.trim() === ''
+        ? undefined
+        : parseSelector(options.selector);
     return this.subscribe({
       queue: this.names.pool(pool),
       kind: 'job',
@@ -396,7 +404,10 @@ export class EmbeddedBroker implements Broker {
     });
   }
 
-  async consumeDeadLetters(handler: Handler<DeadLetterDelivery>, options: ConsumeOptions = {}): Promise<Subscription> {
+  async consumeDeadLetters(
+    handler: Handler<DeadLetterDelivery>,
+    options: ConsumeOptions = {},
+  ): Promise<Subscription> {
     this.checkOpen();
     return this.subscribe({
       queue: this.names.deadNoticeQueue,
@@ -444,7 +455,8 @@ export class EmbeddedBroker implements Broker {
       for (const tag of tags) n += this.stmt.returnHeld.run(tag).changes;
       return n;
     });
-    if (returned > 0) this.logger.debug({ queue: consumer.queue, returned }, 'consumer closed: deliveries requeued');
+    if (returned > 0)
+      this.logger.debug({ queue: consumer.queue, returned }, 'consumer closed: deliveries requeued');
     this.armExpiry();
     this.scheduleDispatch();
   }
@@ -519,7 +531,11 @@ export class EmbeddedBroker implements Broker {
     if (deadLettered) this.scheduleDispatch(); // the notices may have a consumer
   }
 
-  private pick(queue: string, consumers: Consumer[], headers: MessageHeaders | undefined): Consumer | undefined {
+  private pick(
+    queue: string,
+    consumers: Consumer[],
+    headers: MessageHeaders | undefined,
+  ): Consumer | undefined {
     const start = this.roundRobin.get(queue) ?? 0;
     for (let i = 0; i < consumers.length; i++) {
       const at = (start + i) % consumers.length;
@@ -572,7 +588,10 @@ export class EmbeddedBroker implements Broker {
       .then(() => handler(delivery))
       .catch((err: unknown) => {
         if (!this.deliveries.has(tag)) {
-          this.logger.warn({ messageId: row.message_id, err: errorText(err) }, 'handler failed after settling');
+          this.logger.warn(
+            { messageId: row.message_id, err: errorText(err) },
+            'handler failed after settling',
+          );
           return;
         }
         this.logger.warn({ messageId: row.message_id, err: errorText(err) }, 'handler failed: requeueing');
@@ -611,7 +630,10 @@ export class EmbeddedBroker implements Broker {
     return this.settle(tag, (row, now) => {
       if (row.max_deliveries !== null && row.delivery_count >= row.max_deliveries) {
         this.deadLetterSeq(row.seq, 'delivery-limit', now);
-        this.logger.info({ messageId: row.message_id, deliveries: row.delivery_count }, 'delivery limit reached');
+        this.logger.info(
+          { messageId: row.message_id, deliveries: row.delivery_count },
+          'delivery limit reached',
+        );
       } else {
         this.stmt.returnSeq.run(row.seq);
       }
@@ -653,7 +675,9 @@ export class EmbeddedBroker implements Broker {
   async completeRunning(workerId: string, messageId: string): Promise<boolean> {
     this.checkOpen();
     checkWorkerId(workerId);
-    return this.tx(() => this.stmt.deleteById.run(this.names.running(workerId), 'running', messageId).changes > 0);
+    return this.tx(
+      () => this.stmt.deleteById.run(this.names.running(workerId), 'running', messageId).changes > 0,
+    );
   }
 
   async releaseRunning(workerId: string, options: ReleaseOptions = {}): Promise<ReleaseResult> {
@@ -873,7 +897,9 @@ function prepareStatements(db: SqliteDatabase) {
     returnHeld: db.prepare(
       `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE delivery_tag = ? AND state = 'unacked'`,
     ),
-    returnSeq: db.prepare(`UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE seq = ?`),
+    returnSeq: db.prepare(
+      `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE seq = ?`,
+    ),
     deleteSeq: db.prepare(`DELETE FROM messages WHERE seq = ?`),
     handOff: db.prepare(
       `UPDATE messages SET queue = ?, state = 'running', owner = ?, handed_off_at = ?, delivery_tag = NULL WHERE seq = ?`,
@@ -894,7 +920,9 @@ function prepareStatements(db: SqliteDatabase) {
        FROM messages WHERE seq = ?`,
     ),
     listState: db.prepare(`SELECT * FROM messages WHERE queue = ? AND state = ? ORDER BY handed_off_at, seq`),
-    listDead: db.prepare(`SELECT * FROM messages WHERE queue = ? AND state = 'dead' ORDER BY dead_at, seq LIMIT ?`),
+    listDead: db.prepare(
+      `SELECT * FROM messages WHERE queue = ? AND state = 'dead' ORDER BY dead_at, seq LIMIT ?`,
+    ),
     getById: db.prepare(`SELECT * FROM messages WHERE queue = ? AND state = ? AND message_id = ? LIMIT 1`),
     deleteById: db.prepare(`DELETE FROM messages WHERE queue = ? AND state = ? AND message_id = ?`),
     counts: db.prepare(
@@ -909,7 +937,9 @@ function prepareStatements(db: SqliteDatabase) {
     recoverUnacked: db.prepare(
       `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE state = 'unacked'`,
     ),
-    purgeControl: db.prepare(`DELETE FROM messages WHERE queue LIKE ? AND state = 'ready' AND published_at < ?`),
+    purgeControl: db.prepare(
+      `DELETE FROM messages WHERE queue LIKE ? AND state = 'ready' AND published_at < ?`,
+    ),
   };
 }
 

@@ -36,7 +36,6 @@ export {
   type Subscription,
   silentLogger,
 } from './broker.js';
-export { maskUrl } from './common.js';
 export { EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded-broker.js';
 export {
   MAX_SELECTOR_DEPTH,

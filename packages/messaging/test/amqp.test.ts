@@ -83,7 +83,11 @@ function options(extra: Partial<AmqpBrokerOptions> = {}): AmqpBrokerOptions {
   };
 }
 
-runBrokerConformance('AMQP (RabbitMQ)', () => AmqpBroker.connect(options()), skip === undefined ? {} : { skip });
+runBrokerConformance(
+  'AMQP (RabbitMQ)',
+  () => AmqpBroker.connect(options()),
+  skip === undefined ? {} : { skip },
+);
 
 describe('AmqpBroker connection', () => {
   it('fails to connect with MSG_UNAVAILABLE, the password masked', async () => {
@@ -123,7 +127,8 @@ describe.skipIf(skip !== undefined)('AmqpBroker across a RabbitMQ restart', () =
         { prefetch: 5 },
       );
       const ids: string[] = [];
-      for (let i = 0; i < 60; i++) ids.push((await broker.publishJob({ pool: 'out', body: Buffer.from(`${i}`) })).messageId);
+      for (let i = 0; i < 60; i++)
+        ids.push((await broker.publishJob({ pool: 'out', body: Buffer.from(`${i}`) })).messageId);
       await until(() => acked.size >= 10, 'some jobs done before the outage');
 
       let during: Promise<string[]> = Promise.resolve([]);
@@ -146,7 +151,11 @@ describe.skipIf(skip !== undefined)('AmqpBroker across a RabbitMQ restart', () =
         await rabbitmqctl('start_app');
       }
       ids.push(...(await during));
-      await until(() => ids.every((id) => acked.has(id)), 'every job, old and published during the outage, done', 20_000);
+      await until(
+        () => ids.every((id) => acked.has(id)),
+        'every job, old and published during the outage, done',
+        20_000,
+      );
       expect(afterRestart).toBeGreaterThan(0); // the consumer came back by itself
       // At-least-once: only what was in flight when the connection died may come twice.
       const twice = [...deliveries.values()].filter((n) => n > 1).length;

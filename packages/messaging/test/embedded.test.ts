@@ -24,7 +24,8 @@ describe('EmbeddedBroker durability', () => {
     const file = freshFile();
     let broker: Broker = await EmbeddedBroker.open({ path: file });
     const ids: string[] = [];
-    for (let i = 0; i < 4; i++) ids.push((await broker.publishJob({ pool: 'dur', body: Buffer.from(`${i}`) })).messageId);
+    for (let i = 0; i < 4; i++)
+      ids.push((await broker.publishJob({ pool: 'dur', body: Buffer.from(`${i}`) })).messageId);
     const first: JobDelivery[] = [];
     await broker.consumeJobs(
       'dur',

@@ -1,22 +1,31 @@
 import { it } from 'vitest';
 import { Client } from 'basic-ftp';
+import { ftpAdapterFactory } from '@dts/vfs';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { startVsftpd } from '../../../test/servers/vsftpd.js';
 
 it('explore', async () => {
-  const s = await startVsftpd({ tls: 'explicit' });
-  for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+  const s = await startVsftpd({ tls: 'none' });
+  await fs.writeFile(`${s.root}/big.bin`, randomBytes(64 * 1024 * 1024));
   const c = new Client(5000);
-  await c.access({ host: s.host, port: s.port, user: s.user, password: s.password, secure: true, secureOptions: { ca: await fs.readFile(s.caFile!), maxVersion } });
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now();
-    try {
-    await c.uploadFrom(Readable.from(async function* () { const ds: any = c.ftp.dataSocket; yield Buffer.from(`reused=${ds?.isSessionReused?.()} proto=${ds?.getProtocol?.()}`); }()), `/o${i}`);
-    console.log(maxVersion, i, (performance.now() - t0).toFixed(1), 'ms', await fs.readFile(`${s.root}/o${i}`, 'utf8'));
-    } catch (e) { console.log(maxVersion, i, 'ERR', (e as Error).message); break; }
+  await c.access({ host: s.host, port: s.port, user: s.user, password: s.password });
+  const a = ftpAdapterFactory.create({ scheme: 'ftp', host: s.host, port: s.port, credential: { kind: 'usernamePassword', username: s.user, password: s.password } }, {});
+  for (let round = 0; round < 3; round++) {
+    let t = performance.now();
+    const h = createHash('sha256');
+    await c.downloadTo(new Writable({ write(ch, _e, cb) { h.update(ch); cb(); } }), '/big.bin');
+    const raw = 64 / ((performance.now() - t) / 1000);
+    t = performance.now();
+    const h2 = createHash('sha256');
+    for await (const ch of await a.openRead('/big.bin')) h2.update(ch as Buffer);
+    const ours = 64 / ((performance.now() - t) / 1000);
+    t = performance.now();
+    let n = 0;
+    for await (const ch of await a.openRead('/big.bin')) n += (ch as Buffer).length;
+    const nohash = 64 / ((performance.now() - t) / 1000);
+    console.log(`basic-ftp ${raw.toFixed(0)} MiB/s, adapter ${ours.toFixed(0)} MiB/s, adapter no-hash ${nohash.toFixed(0)} MiB/s`);
   }
-  c.close();
-  }
-  await s.stop();
-}, 60000);
+  c.close(); await a.close(); await s.stop();
+}, 120000);

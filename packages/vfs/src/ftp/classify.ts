@@ -50,19 +50,32 @@ export function classifyFtpError(err: unknown, url: string, options: ClassifyOpt
       { url, cause: err },
     );
   }
-  if (errno?.startsWith('ERR_SSL_') || errno === 'ECONNRESET_TLS' || /SSL routines|wrong version number/i.test(message)) {
+  if (
+    errno?.startsWith('ERR_SSL_') ||
+    errno === 'ECONNRESET_TLS' ||
+    /SSL routines|wrong version number/i.test(message)
+  ) {
     return new TransferError(
       'XFR_UNSUPPORTED',
       `${url}: the TLS handshake failed (${errno ?? 'TLS'}: ${message}); check the ftps mode (option \`tls\`: explicit AUTH TLS, usually port 21, or implicit, usually port 990)`,
       { url, cause: err },
     );
   }
-  if (/^Timeout\b|Timeout when trying to open data connection/i.test(message) || /\bTimeout \(/.test(message)) {
-    const where = /data/i.test(message) ? 'the data connection made no progress' : 'the server did not answer';
-    return new TransferError('XFR_TIMEOUT', `${url}: ${where} in time (${message}); retry, or allow more time (option timeoutMs)`, {
-      url,
-      cause: err,
-    });
+  if (
+    /^Timeout\b|Timeout when trying to open data connection/i.test(message) ||
+    /\bTimeout \(/.test(message)
+  ) {
+    const where = /data/i.test(message)
+      ? 'the data connection made no progress'
+      : 'the server did not answer';
+    return new TransferError(
+      'XFR_TIMEOUT',
+      `${url}: ${where} in time (${message}); retry, or allow more time (option timeoutMs)`,
+      {
+        url,
+        cause: err,
+      },
+    );
   }
   if (errno && errno !== '0') {
     const classified = classifySystemError(err, url);
@@ -80,10 +93,14 @@ export function classifyFtpError(err: unknown, url: string, options: ClassifyOpt
     );
   }
   if (/Can't parse|Unexpected FTP response|exceeded maximum allowed size|directory listing/i.test(message)) {
-    return new TransferError('XFR_SERVER', `${url}: the server answered in a way dts cannot use (${message})`, {
-      url,
-      cause: err,
-    });
+    return new TransferError(
+      'XFR_SERVER',
+      `${url}: the server answered in a way dts cannot use (${message})`,
+      {
+        url,
+        cause: err,
+      },
+    );
   }
   if (e?.name === 'AbortError' || errno === 'ABORT_ERR') return classifySystemError(err, url);
   return new TransferError(
@@ -104,8 +121,13 @@ function fromReply(code: number, text: string, url: string, cause: unknown): Tra
       'the server refused or closed the connection (too many connections, or shutting down); dts waits and retries; if it persists lower maxConnections',
     );
   }
-  if (code === 425 || code === 426) return make('XFR_NETWORK', 'the data connection failed or was cut; retry');
-  if (code === 452 || code === 552) return make('XFR_NO_SPACE', 'the server has no space left (or the quota is used up); free space, then retry');
+  if (code === 425 || code === 426)
+    return make('XFR_NETWORK', 'the data connection failed or was cut; retry');
+  if (code === 452 || code === 552)
+    return make(
+      'XFR_NO_SPACE',
+      'the server has no space left (or the quota is used up); free space, then retry',
+    );
   if (code === 530 || code === 532) {
     if (/encrypt|ssl|tls/i.test(text)) {
       return make('XFR_AUTH', 'the server wants an encrypted login; use ftps:// instead of ftp://');
@@ -116,9 +138,14 @@ function fromReply(code: number, text: string, url: string, cause: unknown): Tra
     return make('XFR_AUTH', 'the server refused this for policy reasons (often: TLS required); use ftps://');
   }
   if (code === 550 || code === 553 || code === 450) {
-    if (PERMISSION_TEXT.test(text)) return make('XFR_PERMISSION', 'permission denied; grant the account access');
+    if (PERMISSION_TEXT.test(text))
+      return make('XFR_PERMISSION', 'permission denied; grant the account access');
     if (code === 450) return make('XFR_SERVER', 'the file is unavailable for now (busy); retry');
-    if (code === 553) return make('XFR_PERMISSION', 'the server refused to store a file under this name; check the path and the account\'s rights');
+    if (code === 553)
+      return make(
+        'XFR_PERMISSION',
+        "the server refused to store a file under this name; check the path and the account's rights",
+      );
     return make('XFR_NOT_FOUND', 'no such file or directory; check the path');
   }
   if (code === 500 || code === 501 || code === 502 || code === 504) {

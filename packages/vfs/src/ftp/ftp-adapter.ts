@@ -18,12 +18,12 @@
  * precisely what was wrong: missing, a directory, a file in the way, or permission.
  */
 import { randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import type { ConnectionOptions } from 'node:tls';
+import { type ConnectionOptions, createSecureContext, type SecureContext } from 'node:tls';
 import { Client } from 'basic-ftp';
 import type {
   Adapter,
@@ -38,7 +38,7 @@ import type {
 import { isTransferError, TransferError } from '../errors.js';
 import { classifyFtpError, refined, replyCode } from './classify.js';
 import { type ListedName, ListingQueue, parseFacts, parseLsLines, parseMlsdLines } from './listing.js';
-import { FtpPool, type Lease, type PoolStats } from './pool.js';
+import { FtpPool, type Lease, type LeaseKind, type PoolStats } from './pool.js';
 import { DownloadStream, runTransfer } from './transfer.js';
 
 export interface FtpAdapterOptions {
@@ -119,7 +119,7 @@ export class FtpAdapter implements Adapter {
   private readonly tlsMode: 'none' | 'explicit' | 'implicit';
   private readonly port: number;
   private readonly home = new WeakMap<Client, string>();
-  private ca: Promise<Buffer> | undefined;
+  private tls: Promise<SecureContext> | undefined;
   /** Whether the server has MLST/MLSD (learned at the first login). */
   private mlst = false;
 
@@ -146,7 +146,9 @@ export class FtpAdapter implements Adapter {
       this.password = '';
     }
     this.tlsMode =
-      endpoint.scheme === 'ftps' ? (options.tls ?? (endpoint.port === 990 ? 'implicit' : 'explicit')) : 'none';
+      endpoint.scheme === 'ftps'
+        ? (options.tls ?? (endpoint.port === 990 ? 'implicit' : 'explicit'))
+        : 'none';
     this.port = endpoint.port ?? (this.tlsMode === 'implicit' ? 990 : 21);
     this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
@@ -188,7 +190,7 @@ export class FtpAdapter implements Adapter {
   async *list(path: string, signal?: AbortSignal): AsyncIterable<Entry> {
     const p = this.check(path);
     if (signal?.aborted) throw this.cancelled(p, signal);
-    const lease = await this.acquire(p, signal);
+    const lease = await this.acquire('stream', p, signal);
     const client = lease.client;
     const onAbort = () => client.close();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -226,7 +228,7 @@ export class FtpAdapter implements Adapter {
       throw this.classify(err, p);
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      this.pool.release(client, !client.closed);
+      this.pool.release(lease, !client.closed);
     }
   }
 
@@ -241,31 +243,43 @@ export class FtpAdapter implements Adapter {
     const signal = options.signal;
     for (let attempt = 0; ; attempt++) {
       if (signal?.aborted) throw this.cancelled(p, signal);
-      const lease = await this.acquire(p, signal);
+      const lease = await this.acquire('stream', p, signal);
       const client = lease.client;
       let released = false;
       const release = (reusable: boolean) => {
         if (released) return;
         released = true;
-        this.pool.release(client, reusable && !client.closed);
+        this.pool.release(lease, reusable && !client.closed);
       };
       const stream = new DownloadStream(() => client.close());
       let started: () => void = () => undefined;
       const start = new Promise<void>((resolve) => {
         started = resolve;
       });
-      const transfer = runTransfer(client, `RETR ${p}`, 'download', (socket) => pipeline(socket, stream.sink), {
-        restAt: offset,
-        timeoutMs: this.timeoutMs,
-        onStart: () => started(),
-      });
+      const transfer = runTransfer(
+        client,
+        `RETR ${p}`,
+        'download',
+        (socket) => pipeline(socket, stream.sink),
+        {
+          restAt: offset,
+          timeoutMs: this.timeoutMs,
+          onStart: () => started(),
+        },
+      );
       const onAbort = () => {
         // Before the transfer starts there is no stream to fail yet: closing the client rejects it.
         client.close();
         if (signal) stream.destroy(this.cancelled(p, signal));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      const first = await Promise.race([start.then(() => undefined), transfer.then(() => undefined, (err: unknown) => ({ err }))]);
+      const first = await Promise.race([
+        start.then(() => undefined),
+        transfer.then(
+          () => undefined,
+          (err: unknown) => ({ err }),
+        ),
+      ]);
       if (first !== undefined) {
         signal?.removeEventListener('abort', onAbort);
         const err = first.err;
@@ -308,7 +322,7 @@ export class FtpAdapter implements Adapter {
     }
     const signal = options.signal;
     if (signal?.aborted) throw this.cancelled(p, signal);
-    let lease: Lease | undefined = await this.acquire(p, signal);
+    let lease: Lease | undefined = await this.acquire('op', p, signal);
     const client = lease.client;
     const onAbort = () => client.close();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -317,7 +331,7 @@ export class FtpAdapter implements Adapter {
       if (!options.append && offset > 0) {
         const size = await this.sizeToResume(client, p, offset);
         if (size > offset) {
-          this.pool.release(client, !client.closed);
+          this.pool.release(lease, !client.closed);
           lease = undefined;
           return { bytes: await this.rewrite(p, data, offset, signal) };
         }
@@ -327,11 +341,12 @@ export class FtpAdapter implements Adapter {
     } catch (err) {
       destroySource(data);
       if (signal?.aborted) throw this.cancelled(p, signal);
-      if (lease && replyCode(err) !== undefined && !client.closed) throw await this.explainWriteFailure(client, p, err);
+      if (lease && replyCode(err) !== undefined && !client.closed)
+        throw await this.explainWriteFailure(client, p, err);
       throw this.classify(err, p);
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (lease) this.pool.release(client, !client.closed);
+      if (lease) this.pool.release(lease, !client.closed);
     }
   }
 
@@ -376,7 +391,12 @@ export class FtpAdapter implements Adapter {
         if (found.type === 'directory') {
           throw refined('XFR_IS_A_DIRECTORY', this.url(p), 'is a directory; remove it with removeDir', err);
         }
-        throw refined('XFR_PERMISSION', this.url(p), 'the server refused to delete the file; grant the account write access to its directory', err);
+        throw refined(
+          'XFR_PERMISSION',
+          this.url(p),
+          'the server refused to delete the file; grant the account write access to its directory',
+          err,
+        );
       }
     });
   }
@@ -391,10 +411,20 @@ export class FtpAdapter implements Adapter {
         const found = await this.probe(c, p);
         if (found.type === 'missing') return;
         if (found.type === 'file') {
-          throw refined('XFR_NOT_A_DIRECTORY', this.url(p), 'is a file, not a directory; remove it with remove', err);
+          throw refined(
+            'XFR_NOT_A_DIRECTORY',
+            this.url(p),
+            'is a file, not a directory; remove it with remove',
+            err,
+          );
         }
         if (await this.hasChildren(c, p)) {
-          throw refined('XFR_EXISTS', this.url(p), 'is a directory that is not empty; remove what is in it first', err);
+          throw refined(
+            'XFR_EXISTS',
+            this.url(p),
+            'is a directory that is not empty; remove what is in it first',
+            err,
+          );
         }
         throw refined('XFR_PERMISSION', this.url(p), 'the server refused to remove the directory', err);
       }
@@ -409,7 +439,8 @@ export class FtpAdapter implements Adapter {
         await c.send(`RNFR ${f}`);
       } catch (err) {
         if (replyCode(err) === undefined) throw err;
-        if ((await this.probe(c, f)).type === 'missing') throw refined('XFR_NOT_FOUND', this.url(f), 'does not exist; check the path', err);
+        if ((await this.probe(c, f)).type === 'missing')
+          throw refined('XFR_NOT_FOUND', this.url(f), 'does not exist; check the path', err);
         throw refined('XFR_PERMISSION', this.url(f), 'the server refused to rename it', err);
       }
       try {
@@ -422,7 +453,8 @@ export class FtpAdapter implements Adapter {
           throw refined('XFR_NOT_FOUND', this.url(t), 'cannot be created: its directory does not exist', err);
         }
         const target = await this.probe(c, t);
-        if (target.type !== 'file') throw refined('XFR_PERMISSION', this.url(t), 'the server refused to rename onto it', err);
+        if (target.type !== 'file')
+          throw refined('XFR_PERMISSION', this.url(t), 'the server refused to rename onto it', err);
       }
       // A server that will not rename over an existing file: remove it, then rename.
       await c.send(`DELE ${t}`);
@@ -442,19 +474,20 @@ export class FtpAdapter implements Adapter {
     // basic-ftp's protocol log would print every reply (and it is the only place a password could show).
     client.ftp.verbose = false;
     const url = `${this.base}/`;
+    let greeted = false;
     try {
       const host = this.endpoint.host;
       const secure: ConnectionOptions = {
         host,
         rejectUnauthorized: this.options.insecureSkipVerify !== true,
-        minVersion: 'TLSv1.2',
+        ...(this.tlsMode !== 'none' ? { secureContext: await this.secureContext() } : {}),
       };
-      if (this.tlsMode !== 'none' && this.options.ca) secure.ca = await this.caCertificates();
       if (this.tlsMode === 'implicit') {
         await client.connectImplicitTLS(host, this.port, secure);
       } else {
         await client.connect(host, this.port);
       }
+      greeted = true;
       if (this.tlsMode === 'explicit') {
         try {
           await client.useTLS(secure);
@@ -482,26 +515,48 @@ export class FtpAdapter implements Adapter {
       return client;
     } catch (err) {
       client.close();
-      throw this.classify(err, '/');
+      const e = this.classify(err, '/');
+      // An implicit-TLS port waits for a TLS handshake and never greets a plain connection.
+      if (!greeted && e.code === 'XFR_TIMEOUT' && this.tlsMode === 'explicit') {
+        throw new TransferError(
+          'XFR_TIMEOUT',
+          `${e.message}; no greeting came: if this is an implicit-TLS port, set the ftps option tls to "implicit"`,
+          { url, cause: err },
+        );
+      }
+      throw e;
     }
   }
 
-  private caCertificates(): Promise<Buffer> {
-    const file = this.options.ca as string;
-    this.ca ??= readFile(file).catch((err: unknown) => {
-      this.ca = undefined;
-      throw new TransferError(
-        'XFR_INTERNAL',
-        `the ftps option ca names "${file}", which cannot be read (${(err as Error).message}); give a readable PEM file`,
-        { cause: err },
-      );
+  /**
+   * One TLS context for every connection of this adapter. basic-ftp opens each data connection with
+   * the control connection's options; given a `secureContext` it does not build (and parse `ca`
+   * into) a new one per transfer, which costs milliseconds each.
+   */
+  private secureContext(): Promise<SecureContext> {
+    this.tls ??= (async () => {
+      let ca: Buffer | undefined;
+      if (this.options.ca) {
+        const file = this.options.ca;
+        ca = await readFile(file).catch((err: unknown) => {
+          throw new TransferError(
+            'XFR_INTERNAL',
+            `the ftps option ca names "${file}", which cannot be read (${(err as Error).message}); give a readable PEM file`,
+            { cause: err },
+          );
+        });
+      }
+      return createSecureContext({ minVersion: 'TLSv1.2', ...(ca ? { ca } : {}) });
+    })();
+    this.tls.catch(() => {
+      this.tls = undefined;
     });
-    return this.ca;
+    return this.tls;
   }
 
-  private async acquire(p: string, signal: AbortSignal | undefined): Promise<Lease> {
+  private async acquire(kind: LeaseKind, p: string, signal: AbortSignal | undefined): Promise<Lease> {
     try {
-      return await this.pool.acquire(signal);
+      return await this.pool.acquire(kind, signal);
     } catch (err) {
       if (signal?.aborted) throw this.cancelled(p, signal);
       throw this.classify(err, p);
@@ -521,7 +576,7 @@ export class FtpAdapter implements Adapter {
   ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       if (signal?.aborted) throw this.cancelled(p, signal);
-      const lease = await this.acquire(p, signal);
+      const lease = await this.acquire('op', p, signal);
       const client = lease.client;
       const onAbort = () => client.close();
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -533,7 +588,7 @@ export class FtpAdapter implements Adapter {
         throw this.classify(err, p);
       } finally {
         signal?.removeEventListener('abort', onAbort);
-        this.pool.release(client, !client.closed);
+        this.pool.release(lease, !client.closed);
       }
     }
   }
@@ -561,14 +616,17 @@ export class FtpAdapter implements Adapter {
     let bytes = 0;
     let started = false;
     let pumping: Promise<void> | undefined;
+    // basic-ftp strips every listener from a data socket it closes (a timeout, an error, close()),
+    // so a wait on the socket's own events could wait for ever: a failed transfer also stops the pump.
+    const stop = new AbortController();
     const pump = async (socket: Socket): Promise<void> => {
       for await (const chunk of data as AsyncIterable<Uint8Array | string>) {
         const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
         bytes += buf.length;
-        if (!socket.write(buf)) await drained(socket);
+        if (!socket.write(buf)) await drained(socket, stop.signal);
       }
       socket.end();
-      await finished(socket, { readable: false });
+      await finished(socket, { readable: false, signal: stop.signal });
     };
     const onAbort = () => client.close();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -592,6 +650,7 @@ export class FtpAdapter implements Adapter {
     } catch (err) {
       // Failed halfway: the server's reply to this transfer may still come; nobody must read it.
       if (started) client.close();
+      stop.abort();
       destroySource(data);
       await pumping?.catch(() => undefined);
       throw err;
@@ -645,17 +704,26 @@ export class FtpAdapter implements Adapter {
   ): Promise<number> {
     let leases: Lease[];
     try {
-      leases = await this.pool.acquireMany(2, signal);
+      leases = await this.pool.acquireMany('op', 2, signal);
     } catch (err) {
       if (signal?.aborted) throw this.cancelled(p, signal);
       throw this.classify(err, p);
     }
     const [reader, writer] = leases as [Lease, Lease];
-    const tmp = posix.join(posix.dirname(p), `.${posix.basename(p)}.dtstrunc-${randomBytes(4).toString('hex')}`);
+    const tmp = posix.join(
+      posix.dirname(p),
+      `.${posix.basename(p)}.dtstrunc-${randomBytes(4).toString('hex')}`,
+    );
     const prefix = new DownloadStream(() => reader.client.close());
-    const retr = runTransfer(reader.client, `RETR ${p}`, 'download', (socket) => pipeline(socket, prefix.sink), {
-      timeoutMs: this.timeoutMs,
-    });
+    const retr = runTransfer(
+      reader.client,
+      `RETR ${p}`,
+      'download',
+      (socket) => pipeline(socket, prefix.sink),
+      {
+        timeoutMs: this.timeoutMs,
+      },
+    );
     const retrDone = retr.then(
       () => prefix.finish(),
       (err: unknown) => prefix.destroy(this.classify(err, p)),
@@ -673,9 +741,13 @@ export class FtpAdapter implements Adapter {
         yield chunk;
       }
       if (left > 0) {
-        throw new TransferError('XFR_INTEGRITY', `${url} shrank while its first ${offset} bytes were kept; the copy restarts from 0`, {
-          url,
-        });
+        throw new TransferError(
+          'XFR_INTEGRITY',
+          `${url} shrank while its first ${offset} bytes were kept; the copy restarts from 0`,
+          {
+            url,
+          },
+        );
       }
       yield* data as AsyncIterable<Uint8Array>;
     }
@@ -690,8 +762,8 @@ export class FtpAdapter implements Adapter {
       prefix.destroy();
       await retrDone;
       if (!stored && !writer.client.closed) await writer.client.send(`DELE ${tmp}`).catch(() => undefined);
-      this.pool.release(reader.client, !reader.client.closed);
-      this.pool.release(writer.client, !writer.client.closed);
+      this.pool.release(reader, !reader.client.closed);
+      this.pool.release(writer, !writer.client.closed);
     }
   }
 
@@ -792,7 +864,9 @@ export class FtpAdapter implements Adapter {
     if (this.mlst) {
       try {
         const e = await this.mlstEntry(c, p);
-        return e.type === 'directory' ? { type: 'directory' } : { type: 'file', size: e.size, ...(e.mtime ? { mtime: e.mtime } : {}) };
+        return e.type === 'directory'
+          ? { type: 'directory' }
+          : { type: 'file', size: e.size, ...(e.mtime ? { mtime: e.mtime } : {}) };
       } catch (err) {
         if (isTransferError(err) && err.code === 'XFR_NOT_FOUND') return { type: 'missing' };
         throw err;
@@ -821,7 +895,8 @@ export class FtpAdapter implements Adapter {
     try {
       reply = (await c.send(`MLST ${p}`)).message;
     } catch (err) {
-      if (replyCode(err) === 550 || replyCode(err) === 501) throw refined('XFR_NOT_FOUND', this.url(p), 'does not exist; check the path in the document', err);
+      if (replyCode(err) === 550 || replyCode(err) === 501)
+        throw refined('XFR_NOT_FOUND', this.url(p), 'does not exist; check the path in the document', err);
       throw err;
     }
     const line = reply.split('\n').find((l) => l.startsWith(' '));
@@ -859,9 +934,16 @@ export class FtpAdapter implements Adapter {
 
   private async explainNotADirectory(c: Client, p: string, err: unknown): Promise<TransferError> {
     const found = await this.probe(c, p);
-    if (found.type === 'file') return refined('XFR_NOT_A_DIRECTORY', this.url(p), 'is a file, not a directory', err);
-    if (found.type === 'missing') return refined('XFR_NOT_FOUND', this.url(p), 'does not exist; check the path in the document', err);
-    return refined('XFR_PERMISSION', this.url(p), 'the server refused to list the directory; grant the account access', err);
+    if (found.type === 'file')
+      return refined('XFR_NOT_A_DIRECTORY', this.url(p), 'is a file, not a directory', err);
+    if (found.type === 'missing')
+      return refined('XFR_NOT_FOUND', this.url(p), 'does not exist; check the path in the document', err);
+    return refined(
+      'XFR_PERMISSION',
+      this.url(p),
+      'the server refused to list the directory; grant the account access',
+      err,
+    );
   }
 
   /** After RETR was refused, before any data: missing, a directory, or not readable. */
@@ -869,11 +951,22 @@ export class FtpAdapter implements Adapter {
     if (replyCode(err) === undefined || c.closed || !isGenericRefusal(err)) return this.classify(err, p);
     const found = await this.probe(c, p).catch(() => undefined);
     if (!found) return this.classify(err, p);
-    if (found.type === 'missing') return refined('XFR_NOT_FOUND', this.url(p), 'does not exist; check the path in the document', err);
+    if (found.type === 'missing')
+      return refined('XFR_NOT_FOUND', this.url(p), 'does not exist; check the path in the document', err);
     if (found.type === 'directory') {
-      return refined('XFR_IS_A_DIRECTORY', this.url(p), 'is a directory; end the URL with / to copy a directory, or name a file', err);
+      return refined(
+        'XFR_IS_A_DIRECTORY',
+        this.url(p),
+        'is a directory; end the URL with / to copy a directory, or name a file',
+        err,
+      );
     }
-    return refined('XFR_PERMISSION', this.url(p), 'the server refused to read the file; grant the account read access', err);
+    return refined(
+      'XFR_PERMISSION',
+      this.url(p),
+      'the server refused to read the file; grant the account read access',
+      err,
+    );
   }
 
   /** After STOR/APPE was refused, before any data: the directory is missing, a file is in the way, or no permission. */
@@ -882,8 +975,20 @@ export class FtpAdapter implements Adapter {
     try {
       const parent = posix.dirname(p);
       const up = await this.probe(c, parent);
-      if (up.type === 'missing') return refined('XFR_NOT_FOUND', this.url(p), `cannot be written: its directory ${parent} does not exist`, err);
-      if (up.type === 'file') return refined('XFR_NOT_A_DIRECTORY', this.url(p), `cannot be written: ${parent} is a file, not a directory`, err);
+      if (up.type === 'missing')
+        return refined(
+          'XFR_NOT_FOUND',
+          this.url(p),
+          `cannot be written: its directory ${parent} does not exist`,
+          err,
+        );
+      if (up.type === 'file')
+        return refined(
+          'XFR_NOT_A_DIRECTORY',
+          this.url(p),
+          `cannot be written: ${parent} is a file, not a directory`,
+          err,
+        );
       if ((await this.probe(c, p)).type === 'directory') {
         return refined('XFR_IS_A_DIRECTORY', this.url(p), 'is a directory; name a file', err);
       }
@@ -891,7 +996,12 @@ export class FtpAdapter implements Adapter {
       // Looking closer failed too: say what the server said.
       return this.classify(err, p);
     }
-    return refined('XFR_PERMISSION', this.url(p), 'the server refused to store the file; grant the account write access', err);
+    return refined(
+      'XFR_PERMISSION',
+      this.url(p),
+      'the server refused to store the file; grant the account write access',
+      err,
+    );
   }
 
   // ---- small things ----
@@ -930,9 +1040,13 @@ export class FtpAdapter implements Adapter {
   }
 
   private notFound(p: string): TransferError {
-    return new TransferError('XFR_NOT_FOUND', `${this.url(p)} does not exist; check the path in the document`, {
-      url: this.url(p),
-    });
+    return new TransferError(
+      'XFR_NOT_FOUND',
+      `${this.url(p)} does not exist; check the path in the document`,
+      {
+        url: this.url(p),
+      },
+    );
   }
 
   private cancelled(p: string, signal: AbortSignal): TransferError {
@@ -940,7 +1054,10 @@ export class FtpAdapter implements Adapter {
     const reason: unknown = signal.reason;
     if (isTransferError(reason)) return reason;
     if (reason instanceof Error && reason.name === 'TimeoutError') {
-      return new TransferError('XFR_TIMEOUT', `${url}: timed out; retry, or allow more time`, { url, cause: reason });
+      return new TransferError('XFR_TIMEOUT', `${url}: timed out; retry, or allow more time`, {
+        url,
+        cause: reason,
+      });
     }
     return new TransferError('XFR_CANCELLED', `${url}: stopped on request`, { url, cause: reason });
   }
@@ -950,14 +1067,26 @@ export const ftpAdapterFactory: AdapterFactory = {
   schemes: ['ftp', 'ftps'],
   capabilities: CAPABILITIES,
   options: [
-    { name: 'maxConnections', help: 'Connections to one server at most (one operation each)', default: DEFAULTS.maxConnections },
+    {
+      name: 'maxConnections',
+      help: 'Connections to one server at most (one operation each)',
+      default: DEFAULTS.maxConnections,
+    },
     {
       name: 'timeoutMs',
       help: 'Milliseconds to wait for a reply, a connection, or progress of a data transfer',
       default: DEFAULTS.timeoutMs,
     },
-    { name: 'keepaliveMs', help: 'NOOP on idle pooled connections this often (ms)', default: DEFAULTS.keepaliveMs },
-    { name: 'idleTimeoutMs', help: 'Close pooled connections idle this long (ms)', default: DEFAULTS.idleTimeoutMs },
+    {
+      name: 'keepaliveMs',
+      help: 'NOOP on idle pooled connections this often (ms)',
+      default: DEFAULTS.keepaliveMs,
+    },
+    {
+      name: 'idleTimeoutMs',
+      help: 'Close pooled connections idle this long (ms)',
+      default: DEFAULTS.idleTimeoutMs,
+    },
     {
       name: 'busyTimeoutMs',
       help: 'Keep retrying a server that refuses every connection with 421 this long (ms) before reporting it busy',
@@ -982,13 +1111,23 @@ export const ftpAdapterFactory: AdapterFactory = {
 /** Validates the configuration once, naming the setting that is wrong. */
 function ftpOptions(config: Readonly<Record<string, unknown>>): FtpAdapterOptions {
   const bad = (name: string, want: string) =>
-    new TransferError('XFR_INTERNAL', `ftp option ${name} must be ${want}, got ${JSON.stringify(config[name])}; fix the configuration`);
+    new TransferError(
+      'XFR_INTERNAL',
+      `ftp option ${name} must be ${want}, got ${JSON.stringify(config[name])}; fix the configuration`,
+    );
   const out: Record<string, unknown> = {};
-  for (const name of ['maxConnections', 'timeoutMs', 'keepaliveMs', 'idleTimeoutMs', 'busyTimeoutMs'] as const) {
+  for (const name of [
+    'maxConnections',
+    'timeoutMs',
+    'keepaliveMs',
+    'idleTimeoutMs',
+    'busyTimeoutMs',
+  ] as const) {
     const v = config[name];
     if (v === undefined) continue;
     const min = name === 'maxConnections' ? 1 : name === 'timeoutMs' ? 0 : 1;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(name, `a whole number ≥ ${min}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)
+      throw bad(name, `a whole number ≥ ${min}`);
     out[name] = v;
   }
   if (config.tls !== undefined) {
@@ -1023,14 +1162,15 @@ function join(dir: string, name: string): string {
   return dir.endsWith('/') ? `${dir}${name}` : `${dir}/${name}`;
 }
 
-/** Resolves when the socket wants more, rejects when it closes or fails first. */
-function drained(socket: Socket): Promise<void> {
-  if (socket.destroyed) return Promise.reject(socketGone(socket));
+/** Resolves when the socket wants more; rejects when it closes or fails first, or `stop` aborts. */
+function drained(socket: Socket, stop: AbortSignal): Promise<void> {
+  if (socket.destroyed || stop.aborted) return Promise.reject(socketGone(socket));
   return new Promise((resolve, reject) => {
     const done = (err?: Error) => {
       socket.off('drain', onDrain);
       socket.off('close', onClose);
       socket.off('error', done);
+      stop.removeEventListener('abort', onClose);
       if (err) reject(err);
       else resolve();
     };
@@ -1039,13 +1179,17 @@ function drained(socket: Socket): Promise<void> {
     socket.on('drain', onDrain);
     socket.on('close', onClose);
     socket.on('error', done);
+    stop.addEventListener('abort', onClose, { once: true });
   });
 }
 
 function socketGone(socket: Socket): Error {
-  return Object.assign(new Error(`the data connection closed during the upload (${socket.errored?.message ?? 'closed'})`), {
-    code: 'ERR_STREAM_PREMATURE_CLOSE',
-  });
+  return Object.assign(
+    new Error(`the data connection closed during the upload (${socket.errored?.message ?? 'closed'})`),
+    {
+      code: 'ERR_STREAM_PREMATURE_CLOSE',
+    },
+  );
 }
 
 /** A source the write will not read (any more) is closed, as a pipeline would. */
@@ -1053,4 +1197,3 @@ function destroySource(data: Readable | AsyncIterable<Uint8Array>): void {
   const r = data as Readable;
   if (typeof r.destroy === 'function' && !r.destroyed) r.destroy();
 }
-

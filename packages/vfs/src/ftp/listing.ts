@@ -105,7 +105,8 @@ export class ListingQueue {
       start = nl + 1;
     }
     data = data.subarray(start);
-    if (data.length > MAX_LINE_BYTES) throw new Error(`Can't parse directory listing: a line longer than ${MAX_LINE_BYTES} bytes`);
+    if (data.length > MAX_LINE_BYTES)
+      throw new Error(`Can't parse directory listing: a line longer than ${MAX_LINE_BYTES} bytes`);
     this.partial = Buffer.from(data);
     if (lines.length > 0) this.emit(lines);
   }
@@ -134,7 +135,14 @@ export function parseLsLines(lines: readonly string[], now = new Date()): Listed
       const mtime = parseLsDate(f.rawModifiedAt, now);
       return {
         name: f.name,
-        type: f.type === FileType.Directory ? 'directory' : f.type === FileType.File ? 'file' : f.type === FileType.SymbolicLink ? 'symlink' : 'other',
+        type:
+          f.type === FileType.Directory
+            ? 'directory'
+            : f.type === FileType.File
+              ? 'file'
+              : f.type === FileType.SymbolicLink
+                ? 'symlink'
+                : 'other',
         size: f.type === FileType.File ? f.size : 0,
         ...(mtime ? { mtime } : {}),
       };
@@ -178,7 +186,12 @@ export function parseFacts(line: string): { name: string; type: string; entry: L
   return {
     name,
     type: rawType,
-    entry: { name, type, size: type === 'file' && Number.isFinite(size) ? size : 0, ...(mtime ? { mtime } : {}) },
+    entry: {
+      name,
+      type,
+      size: type === 'file' && Number.isFinite(size) ? size : 0,
+      ...(mtime ? { mtime } : {}),
+    },
   };
 }
 
@@ -187,7 +200,17 @@ export function parseMlsxTime(s: string): Date | undefined {
   const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,3}))?/.exec(s.trim());
   if (!m) return undefined;
   const [, y, mo, d, h, mi, se, ms] = m;
-  const date = new Date(Date.UTC(+(y as string), +(mo as string) - 1, +(d as string), +(h as string), +(mi as string), +(se as string), ms ? +ms.padEnd(3, '0') : 0));
+  const date = new Date(
+    Date.UTC(
+      +(y as string),
+      +(mo as string) - 1,
+      +(d as string),
+      +(h as string),
+      +(mi as string),
+      +(se as string),
+      ms ? +ms.padEnd(3, '0') : 0,
+    ),
+  );
   return Number.isNaN(date.getTime()) ? undefined : date;
 }
 

@@ -13,6 +13,11 @@
  *   login attempt, not one per waiting operation, and every waiter gets that one answer. A permanent
  *   refusal (login, certificate) is remembered for `FAILURE_MEMORY_MS`, so a job of many files does
  *   not hammer the server with logins that cannot succeed.
+ * - **Streams never take the last connection.** A download stream or a listing holds its connection
+ *   for as long as its consumer takes; a copy within one server reads with one connection and writes
+ *   with another. If reads could take every connection, each would wait for a write that waits for a
+ *   connection: a deadlock. So stream leases hold at most `limit - 1` connections (all of them only
+ *   when the limit is 1, where a same-server copy cannot work), and operations always find one.
  * - Idle connections get a NOOP every `keepaliveMs` (servers drop idle sessions, vsftpd after 300 s)
  *   and are closed after `idleTimeoutMs`. A connection found dead (the server closed it) is evicted;
  *   callers re-dial through `acquire`.
@@ -49,10 +54,17 @@ export interface PoolStats {
   evicted: number;
 }
 
+/**
+ * `stream`: held for as long as a consumer reads (a download, a listing), so it must not take the last
+ * connection; `op`: a command or an upload, which finishes on its own.
+ */
+export type LeaseKind = 'op' | 'stream';
+
 export interface Lease {
   readonly client: Client;
   /** True when the connection was used before (it may have died meanwhile). */
   readonly reused: boolean;
+  readonly kind: LeaseKind;
 }
 
 interface Idle {
@@ -64,6 +76,7 @@ interface Idle {
 }
 
 interface Waiter {
+  readonly kind: LeaseKind;
   readonly count: number;
   readonly got: Lease[];
   readonly resolve: (leases: Lease[]) => void;
@@ -76,6 +89,8 @@ export class FtpPool {
   readonly stats: PoolStats = { dials: 0, connected: 0, busyReplies: 0, reused: 0, evicted: 0 };
   private readonly idle: Idle[] = [];
   private leased = 0;
+  /** Leases of kind `stream` out now. */
+  private streams = 0;
   private dialing = 0;
   private readonly waiters: Waiter[] = [];
   private learnedLimit: number | undefined;
@@ -103,9 +118,9 @@ export class FtpPool {
     return Math.min(this.options.maxConnections, this.learnedLimit ?? Number.POSITIVE_INFINITY);
   }
 
-  /** One connection for one operation; give it back with `release`. */
-  async acquire(signal?: AbortSignal): Promise<Lease> {
-    const [lease] = await this.acquireMany(1, signal);
+  /** One connection for one operation or stream; give it back with `release`. */
+  async acquire(kind: LeaseKind, signal?: AbortSignal): Promise<Lease> {
+    const [lease] = await this.acquireMany(kind, 1, signal);
     return lease as Lease;
   }
 
@@ -114,7 +129,7 @@ export class FtpPool {
    * have all of them together, so two such callers cannot each hold one and wait for the other's.
    * Rejects with `XFR_INTEGRITY` when the pool cannot hold that many (maxConnections, or a server limit).
    */
-  acquireMany(count: number, signal?: AbortSignal): Promise<Lease[]> {
+  acquireMany(kind: LeaseKind, count: number, signal?: AbortSignal): Promise<Lease[]> {
     if (this.closed) return Promise.reject(closedError(this.options.url));
     if (signal?.aborted) return Promise.reject(abortError(this.options.url, signal));
     return new Promise<Lease[]>((resolve, reject) => {
@@ -122,11 +137,12 @@ export class FtpPool {
         ? () => {
             const i = this.waiters.indexOf(waiter);
             if (i >= 0) this.waiters.splice(i, 1);
-            for (const l of waiter.got) this.release(l.client, true);
+            for (const l of waiter.got.splice(0)) this.release(l, true);
             reject(abortError(this.options.url, signal));
           }
         : undefined;
       const waiter: Waiter = {
+        kind,
         count,
         got: [],
         resolve: (leases) => {
@@ -135,7 +151,7 @@ export class FtpPool {
         },
         reject: (err) => {
           if (signal && onAbort) signal.removeEventListener('abort', onAbort);
-          for (const l of waiter.got.splice(0)) this.release(l.client, true);
+          for (const l of waiter.got.splice(0)) this.release(l, true);
           reject(err);
         },
         signal,
@@ -151,8 +167,10 @@ export class FtpPool {
    * Gives a leased connection back. `reusable: false` (or a connection that closed) closes it: a
    * transfer abandoned halfway leaves the server mid-reply, and the next command would read that reply.
    */
-  release(client: Client, reusable: boolean): void {
+  release(lease: Lease, reusable: boolean): void {
     this.leased--;
+    if (lease.kind === 'stream') this.streams--;
+    const client = lease.client;
     if (!reusable || client.closed || this.closed) {
       this.discard(client);
     } else {
@@ -182,11 +200,12 @@ export class FtpPool {
       }
       this.failure = undefined;
     }
-    // First come, first served; a waiter for two connections keeps what it has while it waits.
-    while (this.waiters.length > 0) {
-      const w = this.waiters[0] as Waiter;
+    // First come, first served among those that may be served: a stream waits while streams hold all
+    // but one connection, and lets operations behind it pass. A waiter for two connections keeps what
+    // it has while it waits.
+    for (const w of [...this.waiters]) {
       if (w.count > this.limit) {
-        this.waiters.shift();
+        this.waiters.splice(this.waiters.indexOf(w), 1);
         w.reject(
           new TransferError(
             'XFR_INTEGRITY',
@@ -196,6 +215,7 @@ export class FtpPool {
         );
         continue;
       }
+      if (!this.mayLease(w)) continue;
       while (w.got.length < w.count) {
         const idle = this.idle.pop();
         if (!idle) break;
@@ -204,19 +224,36 @@ export class FtpPool {
           continue;
         }
         this.leased++;
+        if (w.kind === 'stream') this.streams++;
         this.stats.reused++;
-        w.got.push({ client: idle.client, reused: true });
+        w.got.push({ client: idle.client, reused: true, kind: w.kind });
       }
       if (w.got.length < w.count) break;
-      this.waiters.shift();
+      this.waiters.splice(this.waiters.indexOf(w), 1);
       w.resolve(w.got);
     }
     this.dialForWaiters();
   }
 
+  /** A stream may not take the last connection (unless one is all there may be). */
+  private mayLease(w: Waiter): boolean {
+    return w.kind === 'op' || this.limit <= 1 || this.streams < this.limit - 1;
+  }
+
   private dialForWaiters(): void {
     if (this.backoffTimer) return;
-    const wanted = this.waiters.reduce((n, w) => n + w.count - w.got.length, 0) - this.dialing;
+    let wanted = -this.dialing;
+    let streamRoom = this.limit <= 1 ? Number.POSITIVE_INFINITY : this.limit - 1 - this.streams;
+    for (const w of this.waiters) {
+      const need = w.count - w.got.length;
+      if (w.kind === 'stream') {
+        const n = Math.min(need, Math.max(0, streamRoom));
+        streamRoom -= n;
+        wanted += n;
+      } else {
+        wanted += need;
+      }
+    }
     let room = this.limit - this.size;
     // Until one connection has worked, probe with one: a bad password should cost one login.
     if (!this.connectedOnce) room = Math.min(room, 1 - this.dialing);
@@ -324,11 +361,19 @@ export class FtpPool {
           // Keep the connection's idle age: keepalive must not keep it open for ever.
           entry.alive = Date.now();
           this.leased--;
-          if (this.closed || entry.client.closed) this.discard(entry.client);
-          else this.idle.push(entry);
+          if (this.closed || entry.client.closed) {
+            this.discard(entry.client);
+          } else {
+            this.idle.push(entry);
+            this.scheduleKeepalive();
+          }
           this.pump();
         },
-        () => this.release(entry.client, false),
+        () => {
+          this.leased--;
+          this.discard(entry.client);
+          this.pump();
+        },
       );
     }
     if (this.idle.length === 0 && this.keepaliveTimer) {
@@ -346,7 +391,10 @@ function abortError(url: string, signal: AbortSignal): TransferError {
   const reason: unknown = signal.reason;
   if (reason instanceof TransferError) return reason;
   if (reason instanceof Error && reason.name === 'TimeoutError') {
-    return new TransferError('XFR_TIMEOUT', `${url}: timed out waiting for a connection`, { url, cause: reason });
+    return new TransferError('XFR_TIMEOUT', `${url}: timed out waiting for a connection`, {
+      url,
+      cause: reason,
+    });
   }
   return new TransferError('XFR_CANCELLED', `${url}: stopped on request`, { url, cause: reason });
 }

@@ -194,6 +194,9 @@ export class DownloadStream extends Readable {
 
   constructor(private readonly onAbandon: () => void) {
     super({ highWaterMark: 256 * 1024 });
+    // A network failure can come before the consumer listens: without a listener the 'error' event
+    // would crash the process. The error is kept (`errored`) and still thrown to whoever reads.
+    this.on('error', () => undefined);
     this.sink = new Writable({
       highWaterMark: 64 * 1024,
       write: (chunk: Buffer, _encoding, callback) => {

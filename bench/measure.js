@@ -1,0 +1,34 @@
+/**
+ * What every bench suite shares: running a command under /usr/bin/time, medians, and checks for tools.
+ */
+import { spawnSync } from 'node:child_process';
+
+export function have(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+/**
+ * Runs a command under /usr/bin/time; returns wall seconds, CPU seconds (user + system, the command
+ * and every process it waited for) and peak RSS in bytes (its largest single process). Throws with the
+ * end of its stderr when it exits non-zero.
+ */
+export function measure(cmd, args, options = {}) {
+  const out = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    ...options,
+  });
+  const lines = (out.stderr ?? '').trim().split('\n');
+  if (out.status !== 0) {
+    const tail = lines.slice(-12).join('\n');
+    throw new Error(`${cmd} ${args.join(' ')} exited ${out.status ?? out.signal}:\n${tail}`);
+  }
+  const last = lines.at(-1).split(' ').map(Number);
+  return { wall: last[0], cpu: last[1] + last[2], rss: last[3] * 1024 };
+}
+
+/** The run with the median wall time. */
+export function median(runs) {
+  const sorted = [...runs].sort((a, b) => a.wall - b.wall);
+  return sorted[Math.floor(sorted.length / 2)];
+}

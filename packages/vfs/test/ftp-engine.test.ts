@@ -1,0 +1,154 @@
+/**
+ * The transfer engine over the ftp adapter, end to end: a copy whose data connection is cut mid-file
+ * is retried by the engine, which finds the partial file and resumes it (REST for a download from
+ * FTP, APPE for an upload to FTP) instead of starting over. It lives here, beside the adapter's other
+ * real-server tests, because the vsftpd fixture does; it only uses @dts/transfer's public API.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { DEFAULT_COPY_REQUIREMENTS, type JobSpec } from '@dts/document';
+import { runJob, type TransferEvent } from '@dts/transfer';
+import { createDefaultRegistry } from '@dts/vfs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tempDir } from '../../../test/servers/common.js';
+import {
+  type ProxiedVsftpd,
+  startVsftpd,
+  startVsftpdBehindProxies,
+  vsftpdSkipReason,
+} from '../../../test/servers/vsftpd.js';
+
+const skip = vsftpdSkipReason();
+const MiB = 1024 * 1024;
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+function job(source: string, sink: string): JobSpec {
+  return {
+    bulk: { maxAttempts: 1, priority: 3 },
+    properties: {},
+    credentials: {},
+    copies: [
+      {
+        id: 'c1',
+        source: { locations: [{ url: source }], select: { include: [], exclude: [] } },
+        sinks: [{ locations: [{ url: sink }] }],
+        requirements: { ...DEFAULT_COPY_REQUIREMENTS, maxAttempts: 3 },
+      },
+    ],
+  };
+}
+
+describe.skipIf(skip)('the engine resumes ftp transfers cut mid-file', () => {
+  let proxied: ProxiedVsftpd;
+  let local: string;
+  let base: string;
+
+  beforeAll(async () => {
+    [proxied, local] = await Promise.all([
+      startVsftpdBehindProxies({ protocolLog: true }),
+      tempDir('dts-ftp-engine-'),
+    ]);
+    const { server, control } = proxied;
+    base = `ftp://${server.user}:${encodeURIComponent(server.password)}@127.0.0.1:${control.port}`;
+    await fs.mkdir(path.join(server.root, 'engine'));
+    await fs.chown(path.join(server.root, 'engine'), server.uid, server.gid);
+  });
+
+  afterAll(async () => {
+    await proxied?.stop();
+    if (local) await fs.rm(local, { recursive: true, force: true });
+  });
+
+  async function run(spec: JobSpec): Promise<{ state: string; events: TransferEvent[] }> {
+    // One connection: the data proxy's single passive port carries one transfer at a time.
+    const registry = createDefaultRegistry({ config: { ftp: { maxConnections: 1 } } });
+    const events: TransferEvent[] = [];
+    try {
+      const result = await runJob(spec, {
+        registry,
+        backoff: { initialMs: 50 },
+        onEvent: (e) => events.push(e),
+      });
+      return { state: result.state, events };
+    } finally {
+      await registry.closeAll();
+    }
+  }
+
+  function resumes(events: TransferEvent[]): number[] {
+    return events.flatMap((e) =>
+      e.type === 'file.state' && e.state === 'Transferring' && e.resumedFrom !== undefined
+        ? [e.resumedFrom]
+        : [],
+    );
+  }
+
+  it('ftp → file: the retry reads on from the partial file (REST), the copy is byte-exact', async () => {
+    const { server, data } = proxied;
+    const content = randomBytes(8 * MiB + 3);
+    const remote = path.join(server.root, 'engine', 'down.bin');
+    await fs.writeFile(remote, content);
+    data.resetCounters();
+    data.cutNext({ direction: 'down', afterBytes: 3 * MiB });
+
+    const target = path.join(local, 'down.bin');
+    const { state, events } = await run(job(`${base}/engine/down.bin`, `file://${target}`));
+    expect(state, JSON.stringify(events.filter((e) => e.type === 'file.state'))).toBe('Done');
+    expect(sha256(await fs.readFile(target))).toBe(sha256(content));
+    const [from] = resumes(events);
+    expect(from).toBeGreaterThan(0);
+    // The engine re-reads up to 64 KiB before the resume offset to check the partial file.
+    expect(data.bytes.down).toBeLessThan(content.length + 3 * MiB + 64 * 1024 + 1);
+    console.log(
+      `engine download resume from ${from}: ${data.bytes.down} bytes on the data path for ${content.length}`,
+    );
+  });
+
+  it('file → ftp: the retry appends to the partial upload (APPE), the copy is byte-exact', async () => {
+    const { server, data } = proxied;
+    const content = randomBytes(8 * MiB + 5);
+    const source = path.join(local, 'up.bin');
+    await fs.writeFile(source, content);
+    data.resetCounters();
+    data.cutNext({ direction: 'up', afterBytes: 3 * MiB });
+
+    const { state, events } = await run(job(`file://${source}`, `${base}/engine/up.bin`));
+    expect(state, JSON.stringify(events.filter((e) => e.type === 'file.state'))).toBe('Done');
+    expect(sha256(await fs.readFile(path.join(server.root, 'engine', 'up.bin')))).toBe(sha256(content));
+    const [from] = resumes(events);
+    expect(from).toBeGreaterThan(0);
+    expect(await server.log()).toMatch(/"APPE \/engine\/\.up\.bin\.dtspart"/);
+    expect(data.bytes.up).toBeLessThan(2 * content.length);
+    console.log(
+      `engine upload resume from ${from}: ${data.bytes.up} bytes on the data path for ${content.length}`,
+    );
+  });
+});
+
+describe.skipIf(skip)('the engine copies within one ftp server', () => {
+  it('a directory to another directory of the same server, 4 files at a time over 2 connections: no deadlock', async () => {
+    const server = await startVsftpd();
+    const files = Object.fromEntries(
+      Array.from({ length: 8 }, (_, i) => [`f${i}.bin`, randomBytes(256 * 1024 + i)]),
+    );
+    await fs.mkdir(path.join(server.root, 'many'));
+    for (const [name, content] of Object.entries(files))
+      await fs.writeFile(path.join(server.root, 'many', name), content);
+    await fs.chown(path.join(server.root, 'many'), server.uid, server.gid);
+    // Reads hold their connection while the writes they feed need one: with reads allowed to take
+    // both connections, every file would wait for a write that waits for a connection.
+    const registry = createDefaultRegistry({ config: { ftp: { maxConnections: 2 } } });
+    const base = `ftp://${server.user}:${encodeURIComponent(server.password)}@127.0.0.1:${server.port}`;
+    try {
+      const result = await runJob(job(`${base}/many/`, `${base}/copy/`), { registry });
+      expect(result.state).toBe('Done');
+      for (const [name, content] of Object.entries(files)) {
+        expect(sha256(await fs.readFile(path.join(server.root, 'copy', name))), name).toBe(sha256(content));
+      }
+    } finally {
+      await registry.closeAll();
+      await server.stop();
+    }
+  });
+});
