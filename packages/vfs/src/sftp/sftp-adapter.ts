@@ -48,6 +48,8 @@ export interface SftpAdapterOptions {
   readonly requestsInFlight?: number;
 }
 
+/** Free space below which a bare write failure is taken for a full disk. */
+const NEARLY_FULL_BYTES = 4 * 1024 * 1024;
 const KiB = 1024;
 
 const DEFAULTS = {
@@ -498,7 +500,9 @@ export class SftpAdapter implements Adapter {
     url: string,
   ): Promise<TransferError> {
     const classified = classifySftpError(err, url);
-    if (classified.code !== 'XFR_SERVER' || sftpStatus(err) !== SFTP_STATUS.FAILURE) return classified;
+    // The error may already be classified (a write stream's failure): its cause has the status.
+    const status = sftpStatus(err) ?? sftpStatus((err as { cause?: unknown } | undefined)?.cause);
+    if (classified.code !== 'XFR_SERVER' || status !== SFTP_STATUS.FAILURE) return classified;
     try {
       const fs = await call<StatVfs>(s, (sftp, cb) => sftp.ext_openssh_statvfs(posix.dirname(path), cb));
       if ((Number(fs.f_flag) & ST_RDONLY) !== 0) {
@@ -511,7 +515,10 @@ export class SftpAdapter implements Adapter {
           },
         );
       }
-      if (Number(fs.f_bavail) === 0) {
+      // "Full" with some bytes left: the write that failed (up to a 256 KiB request, several in
+      // flight) did not fit, while the blocks still free are too few to hold it.
+      const free = Number(fs.f_bavail) * Number(fs.f_frsize || fs.f_bsize);
+      if (free < NEARLY_FULL_BYTES) {
         return new TransferError(
           'XFR_NO_SPACE',
           `${url}: no space left on the server's file system; free space there, then resubmit`,
@@ -733,6 +740,8 @@ const ST_RDONLY = 1;
 interface StatVfs {
   f_flag: number | bigint;
   f_bavail: number | bigint;
+  f_bsize: number | bigint;
+  f_frsize: number | bigint;
 }
 
 function isType(attrs: Attributes, type: number): boolean {
