@@ -192,11 +192,31 @@ export class FtpAdapter implements Adapter {
     if (signal?.aborted) throw this.cancelled(p, signal);
     const lease = await this.acquire('stream', p, signal);
     const client = lease.client;
-    const onAbort = () => client.close();
+    let released = false;
+    // Never close a connection that went back to the pool: it is someone else's by then.
+    const onAbort = () => {
+      if (!released) client.close();
+    };
+    const release = () => {
+      if (released) return;
+      released = true;
+      signal?.removeEventListener('abort', onAbort);
+      this.pool.release(lease, !client.closed);
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
+    const links: ListedName[] = [];
     try {
       const listing = await this.openListing(client, p);
-      const links: ListedName[] = [];
+      // Once the server has sent the whole listing (up to LISTING_QUEUE entries wait in memory), the
+      // connection goes back to the pool: a consumer that copies each entry before taking the next
+      // must not hold a connection meanwhile, which the copies may need.
+      const handedBack = listing.done.then(
+        async () => {
+          if (!this.mlst) await this.leaveDirectory(client).catch(() => client.close());
+          release();
+        },
+        () => undefined,
+      );
       try {
         for await (const item of listing.entries) {
           if (signal?.aborted) throw this.cancelled(p, signal);
@@ -212,23 +232,22 @@ export class FtpAdapter implements Adapter {
         throw err;
       } finally {
         // Left before the server's final reply (an early break, an error): the connection is mid-reply.
-        if (!listing.settled) client.close();
+        if (!listing.settled && !released) client.close();
+        await handedBack;
       }
-      // Links are resolved now that the connection is free again: a link to a file is copied as the
-      // file (as the file adapter and rclone do); a link to a directory stays a symlink, not walked.
-      for (const link of links) {
-        if (signal?.aborted) throw this.cancelled(p, signal);
-        const target = await this.probe(client, join(p, link.name));
-        if (target.type === 'missing') continue;
-        yield this.toEntry(p, target.type === 'file' ? { ...link, type: 'file', size: target.size } : link);
-      }
-      if (!this.mlst) await this.leaveDirectory(client);
     } catch (err) {
       if (signal?.aborted) throw this.cancelled(p, signal);
       throw this.classify(err, p);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
-      this.pool.release(lease, !client.closed);
+      release();
+    }
+    // Links are resolved after the listing: a link to a file is copied as the file (as the file
+    // adapter and rclone do); a link to a directory stays a symlink, which a walk does not follow.
+    for (const link of links) {
+      if (signal?.aborted) throw this.cancelled(p, signal);
+      const target = await this.op(p, signal, true, (c) => this.probe(c, join(p, link.name)));
+      if (target.type === 'missing') continue;
+      yield this.toEntry(p, target.type === 'file' ? { ...link, type: 'file', size: target.size } : link);
     }
   }
 
@@ -251,7 +270,10 @@ export class FtpAdapter implements Adapter {
         released = true;
         this.pool.release(lease, reusable && !client.closed);
       };
-      const stream = new DownloadStream(() => client.close());
+      // Destroyed before the transfer ended: the connection is mid-transfer (never close one given back).
+      const stream = new DownloadStream(() => {
+        if (!released) client.close();
+      });
       let started: () => void = () => undefined;
       const start = new Promise<void>((resolve) => {
         started = resolve;
@@ -267,12 +289,14 @@ export class FtpAdapter implements Adapter {
           onStart: () => started(),
         },
       );
+      // An abort stops the transfer (closing its connection, if still ours) and fails the stream, also
+      // when the transfer is complete but the consumer has not read everything yet.
       const onAbort = () => {
-        // Before the transfer starts there is no stream to fail yet: closing the client rejects it.
-        client.close();
+        if (!released) client.close();
         if (signal) stream.destroy(this.cancelled(p, signal));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
+      stream.once('close', () => signal?.removeEventListener('abort', onAbort));
       const first = await Promise.race([
         start.then(() => undefined),
         transfer.then(
@@ -285,7 +309,10 @@ export class FtpAdapter implements Adapter {
         const err = first.err;
         try {
           if (signal?.aborted) throw this.cancelled(p, signal);
-          if (this.isStale(lease, err) && attempt === 0) continue;
+          if (this.isStale(lease, err) && attempt === 0) {
+            client.close();
+            continue;
+          }
           throw await this.explainReadFailure(client, p, err);
         } finally {
           release(true);
@@ -294,12 +321,10 @@ export class FtpAdapter implements Adapter {
       }
       transfer.then(
         () => {
-          signal?.removeEventListener('abort', onAbort);
           release(true);
           stream.finish();
         },
         (err: unknown) => {
-          signal?.removeEventListener('abort', onAbort);
           release(false);
           stream.destroy(signal?.aborted ? this.cancelled(p, signal) : this.classify(err, p));
         },
@@ -331,6 +356,7 @@ export class FtpAdapter implements Adapter {
       if (!options.append && offset > 0) {
         const size = await this.sizeToResume(client, p, offset);
         if (size > offset) {
+          signal?.removeEventListener('abort', onAbort);
           this.pool.release(lease, !client.closed);
           lease = undefined;
           return { bytes: await this.rewrite(p, data, offset, signal) };
@@ -584,7 +610,10 @@ export class FtpAdapter implements Adapter {
         return await fn(client);
       } catch (err) {
         if (signal?.aborted) throw this.cancelled(p, signal);
-        if (idempotent && attempt === 0 && this.isStale(lease, err)) continue;
+        if (idempotent && attempt === 0 && this.isStale(lease, err)) {
+          client.close();
+          continue;
+        }
         throw this.classify(err, p);
       } finally {
         signal?.removeEventListener('abort', onAbort);
@@ -593,9 +622,14 @@ export class FtpAdapter implements Adapter {
     }
   }
 
-  /** A pooled connection that failed without a reply: the server dropped it while it was idle. */
+  /**
+   * A pooled connection the server dropped while it was idle: the first command fails without a reply,
+   * or with the server's parting 421 ("Timeout.") arriving as its answer.
+   */
   private isStale(lease: Lease, err: unknown): boolean {
-    return lease.reused && replyCode(err) === undefined && !isTransferError(err) && lease.client.closed;
+    if (!lease.reused || isTransferError(err)) return false;
+    const code = replyCode(err);
+    return code === 421 || (code === undefined && lease.client.closed);
   }
 
   // ---- transfers ----

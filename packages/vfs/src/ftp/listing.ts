@@ -3,7 +3,7 @@
  * a time (LIST via basic-ftp's Unix/DOS parsers, MLSD by its RFC 3659 facts), and the parsed entries
  * wait in a bounded queue. When the queue is full the data connection is paused (TCP back-pressure
  * reaches the server), so a directory of millions of entries never sits in memory: at most one batch
- * of lines and `highWater` entries do.
+ * of lines and `highWater` (LISTING_QUEUE) entries do.
  */
 import { Writable } from 'node:stream';
 import { FileType, parseList } from 'basic-ftp';
@@ -18,6 +18,12 @@ export interface ListedName {
 }
 
 export type LineParser = (lines: readonly string[]) => ListedName[];
+
+/**
+ * Entries parsed ahead of the consumer. Most directories fit whole, so their listing completes and
+ * its connection is free again at once; a larger one pauses the server (about 2 MB of entries at most).
+ */
+export const LISTING_QUEUE = 10_000;
 
 /** A listing line longer than this is not a listing (a server bug, or not FTP at all). */
 const MAX_LINE_BYTES = 64 * 1024;
@@ -37,7 +43,7 @@ export class ListingQueue {
 
   constructor(
     private readonly parse: LineParser,
-    private readonly highWater = 512,
+    private readonly highWater = LISTING_QUEUE,
   ) {
     this.sink = new Writable({
       highWaterMark: 64 * 1024,

@@ -6,9 +6,10 @@
  * - **421** ("too many connections", vsftpd's `max_per_ip`, or a server shutting down) is not a
  *   failure: the pool learns that the server allows only as many connections as it already holds,
  *   stops dialling beyond that for a while (`LEARNED_LIMIT_MS`), and serves waiters from the
- *   connections it has. Holding none, it backs off (exponentially, with jitter) and dials again;
- *   only after `busyTimeoutMs` of nothing but 421 does it give up with `XFR_BUSY` (kind throttled,
- *   which the engine waits out without counting an attempt). `stats.busyReplies` counts the 421s.
+ *   connections it has. Holding none, it backs off and dials again; only after `busyTimeoutMs` of
+ *   nothing but 421 does it give up with `XFR_BUSY` (kind throttled, which the engine waits out
+ *   without counting an attempt). `stats.busyReplies` counts the 421s. After any failed dial the next
+ *   one waits (50 ms doubling to 2 s, with jitter): never a tight loop against a struggling server.
  * - Until a first connection succeeds, one dial at a time: a wrong password or a dead host costs one
  *   login attempt, not one per waiting operation, and every waiter gets that one answer. A permanent
  *   refusal (login, certificate) is remembered for `FAILURE_MEMORY_MS`, so a job of many files does
@@ -17,7 +18,11 @@
  *   for as long as its consumer takes; a copy within one server reads with one connection and writes
  *   with another. If reads could take every connection, each would wait for a write that waits for a
  *   connection: a deadlock. So stream leases hold at most `limit - 1` connections (all of them only
- *   when the limit is 1, where a same-server copy cannot work), and operations always find one.
+ *   when the limit is 1), so operations always find one. Should every connection still end up held by
+ *   streams while an operation waits (a limit of 1, or a server limit learned from 421 after the
+ *   streams started), the pool waits `STUCK_GRACE_MS` and then opens one connection beyond the limit
+ *   for the operation (`stats.overflows`); if the server refuses that too, the waiting operations get
+ *   `XFR_BUSY` after `busyTimeoutMs` rather than waiting for ever.
  * - Idle connections get a NOOP every `keepaliveMs` (servers drop idle sessions, vsftpd after 300 s)
  *   and are closed after `idleTimeoutMs`. A connection found dead (the server closed it) is evicted;
  *   callers re-dial through `acquire`.
@@ -29,6 +34,8 @@ import { TransferError } from '../errors.js';
 const LEARNED_LIMIT_MS = 60_000;
 /** How long a permanent dial failure (auth, TLS certificate) is answered from memory. */
 const FAILURE_MEMORY_MS = 30_000;
+/** How long operations wait behind connections that are all held by streams before one more is opened. */
+const STUCK_GRACE_MS = 250;
 
 export interface PoolOptions {
   readonly maxConnections: number;
@@ -52,6 +59,8 @@ export interface PoolStats {
   reused: number;
   /** Connections closed because they were broken, abandoned mid-transfer, or idle too long. */
   evicted: number;
+  /** Connections opened beyond the limit for an operation stuck behind streams. */
+  overflows: number;
 }
 
 /**
@@ -86,7 +95,7 @@ interface Waiter {
 }
 
 export class FtpPool {
-  readonly stats: PoolStats = { dials: 0, connected: 0, busyReplies: 0, reused: 0, evicted: 0 };
+  readonly stats: PoolStats = { dials: 0, connected: 0, busyReplies: 0, reused: 0, evicted: 0, overflows: 0 };
   private readonly idle: Idle[] = [];
   private leased = 0;
   /** Leases of kind `stream` out now. */
@@ -97,9 +106,14 @@ export class FtpPool {
   private learnedAt = 0;
   private connectedOnce = false;
   private failure: { error: TransferError; until: number } | undefined;
-  private busyStreak = 0;
+  /** Dial failures since the last success (the backoff's exponent). */
+  private dialFailures = 0;
   private busySince: number | undefined;
+  /** Leased connections, closed by close() too. */
+  private readonly out = new Set<Client>();
   private backoffTimer: NodeJS.Timeout | undefined;
+  private stuckTimer: NodeJS.Timeout | undefined;
+  private stuckSince: number | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -171,6 +185,7 @@ export class FtpPool {
     this.leased--;
     if (lease.kind === 'stream') this.streams--;
     const client = lease.client;
+    this.out.delete(client);
     if (!reusable || client.closed || this.closed) {
       this.discard(client);
     } else {
@@ -180,12 +195,14 @@ export class FtpPool {
     this.pump();
   }
 
-  /** Closes every idle connection now and every leased one when released; pending acquires fail. */
+  /** Closes every connection, idle or leased (what runs on one fails); pending acquires fail. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     for (const i of this.idle.splice(0)) i.client.close();
+    for (const c of this.out) c.close();
     if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    if (this.stuckTimer) clearTimeout(this.stuckTimer);
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     for (const w of this.waiters.splice(0)) w.reject(closedError(this.options.url));
   }
@@ -225,6 +242,7 @@ export class FtpPool {
         }
         this.leased++;
         if (w.kind === 'stream') this.streams++;
+        this.out.add(idle.client);
         this.stats.reused++;
         w.got.push({ client: idle.client, reused: true, kind: w.kind });
       }
@@ -232,18 +250,67 @@ export class FtpPool {
       this.waiters.splice(this.waiters.indexOf(w), 1);
       w.resolve(w.got);
     }
+    if (this.stuck()) this.scheduleOverflow();
+    else this.stuckSince = undefined;
     this.dialForWaiters();
   }
 
-  /** A stream may not take the last connection (unless one is all there may be). */
+  /** An operation waits, and every connection there may be is held by a stream. */
+  private stuck(): boolean {
+    return (
+      this.idle.length === 0 &&
+      this.dialing === 0 &&
+      this.leased > 0 &&
+      this.streams === this.leased &&
+      this.size >= this.limit &&
+      this.waiters.some((w) => w.kind === 'op')
+    );
+  }
+
+  /**
+   * Streams move only as fast as their consumers, and a consumer may be waiting for exactly the
+   * operation that waits here (a copy within one server: the read feeds the write). After a short
+   * grace, one connection beyond the limit breaks that circle; after busyTimeoutMs of failing to, the
+   * waiting operations fail with XFR_BUSY (the engine retries them later) instead of hanging.
+   */
+  private scheduleOverflow(): void {
+    this.stuckSince ??= Date.now();
+    if (this.stuckTimer || this.backoffTimer) return;
+    this.stuckTimer = setTimeout(() => {
+      this.stuckTimer = undefined;
+      if (this.closed || !this.stuck()) return;
+      if (Date.now() - (this.stuckSince ?? Date.now()) >= this.options.busyTimeoutMs) {
+        this.stuckSince = undefined;
+        const err = new TransferError(
+          'XFR_BUSY',
+          `${this.options.url}: every connection the server allows is held by a transfer in progress, and this one waits for it; lower Concurrency or raise maxConnections (and the server's limit)`,
+          { url: this.options.url },
+        );
+        for (const w of this.waiters.filter((x) => x.kind === 'op')) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.reject(err);
+        }
+        return;
+      }
+      this.stats.overflows++;
+      void this.dialOne();
+    }, STUCK_GRACE_MS);
+    this.stuckTimer.unref();
+  }
+
+  /** Streams may hold all connections but one (the one, when one is all there may be); never more. */
   private mayLease(w: Waiter): boolean {
-    return w.kind === 'op' || this.limit <= 1 || this.streams < this.limit - 1;
+    return w.kind === 'op' || this.streams < this.streamLimit;
+  }
+
+  private get streamLimit(): number {
+    return Math.max(1, this.limit - 1);
   }
 
   private dialForWaiters(): void {
     if (this.backoffTimer) return;
     let wanted = -this.dialing;
-    let streamRoom = this.limit <= 1 ? Number.POSITIVE_INFINITY : this.limit - 1 - this.streams;
+    let streamRoom = this.streamLimit - this.streams;
     for (const w of this.waiters) {
       const need = w.count - w.got.length;
       if (w.kind === 'stream') {
@@ -274,7 +341,7 @@ export class FtpPool {
     this.dialing--;
     this.stats.connected++;
     this.connectedOnce = true;
-    this.busyStreak = 0;
+    this.dialFailures = 0;
     this.busySince = undefined;
     this.failure = undefined;
     if (this.closed) {
@@ -289,46 +356,43 @@ export class FtpPool {
 
   private onDialFailure(err: TransferError): void {
     if (this.closed) return;
+    this.dialFailures++;
     if (err.code === 'XFR_BUSY') {
       this.stats.busyReplies++;
       // The server holds as many of our connections as it allows: do not go beyond what we have.
       this.learnedLimit = Math.max(1, this.size);
       this.learnedAt = Date.now();
-      if (this.size > 0) {
-        this.pump();
-        return;
+      if (this.size === 0) {
+        // Not even one connection: back off and try again, until busyTimeoutMs of nothing but 421.
+        const now = Date.now();
+        this.busySince ??= now;
+        if (now - this.busySince >= this.options.busyTimeoutMs) {
+          this.busySince = undefined;
+          for (const w of this.waiters.splice(0)) w.reject(err);
+          return;
+        }
       }
-      // Not even one connection: wait, then try again, until busyTimeoutMs of nothing but 421.
-      const now = Date.now();
-      this.busySince ??= now;
-      if (now - this.busySince >= this.options.busyTimeoutMs) {
-        this.busySince = undefined;
-        this.busyStreak = 0;
-        for (const w of this.waiters.splice(0)) w.reject(err);
-        return;
-      }
-      this.busyStreak++;
-      const base = Math.min(2000, 50 * 2 ** Math.min(this.busyStreak, 10));
-      const delay = base / 2 + Math.random() * (base / 2);
-      this.backoffTimer = setTimeout(() => {
-        this.backoffTimer = undefined;
-        this.pump();
-      }, delay);
-      this.backoffTimer.unref();
-      return;
-    }
-    if (err.kind === 'permanent' || err.kind === 'fatal') {
+      // With connections open, waiters are served as those come back.
+    } else if (err.kind === 'permanent' || err.kind === 'fatal') {
       this.failure = { error: err, until: Date.now() + FAILURE_MEMORY_MS };
       if (this.size === 0) for (const w of this.waiters.splice(0)) w.reject(err);
       return;
-    }
-    // Transient (refused, reset, timeout): with other connections open, waiters are served by those;
-    // with none, nothing will serve them, so they all get this error now (the engine retries).
-    if (this.size === 0) {
+    } else if (this.size === 0) {
+      // Transient (refused, reset, timeout) with nothing open: nothing will serve the waiters, so
+      // they all get this error now (the engine retries with its own backoff).
       for (const w of this.waiters.splice(0)) w.reject(err);
       return;
     }
-    this.pump();
+    // Dial again only after a pause (exponential, with jitter): never a tight loop of failing dials.
+    const base = Math.min(2000, 50 * 2 ** Math.min(this.dialFailures, 10));
+    this.backoffTimer = setTimeout(
+      () => {
+        this.backoffTimer = undefined;
+        this.pump();
+      },
+      base / 2 + Math.random() * (base / 2),
+    );
+    this.backoffTimer.unref();
   }
 
   private discard(client: Client): void {
