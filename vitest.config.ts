@@ -12,6 +12,8 @@ export default defineConfig({
       { find: /^@dts\/document$/, replacement: src('./packages/document/src/index.ts') },
       { find: /^@dts\/vfs$/, replacement: src('./packages/vfs/src/index.ts') },
       { find: /^@dts\/transfer$/, replacement: src('./packages/transfer/src/index.ts') },
+      { find: /^@dts\/api$/, replacement: src('./apps/api/src/index.ts') },
+      { find: /^@dts\/worker$/, replacement: src('./apps/worker/src/index.ts') },
       { find: /^@dts\/messaging$/, replacement: src('./packages/messaging/src/index.ts') },
       { find: /^@dts\/store$/, replacement: src('./packages/store/src/index.ts') },
     ],

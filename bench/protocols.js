@@ -23,7 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import ts from 'typescript';
-import { have, measure, median } from './measure.js';
+import { have, measureAsync as measure, median } from './measure.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const dtsBin = path.join(repo, 'apps/cli/bin/dts.js');
@@ -349,7 +349,7 @@ export async function protocols() {
             execFileSync('sync');
             const label = `${c.name} ${p} ${t.name}`;
             try {
-              const m = t.run();
+              const m = await t.run();
               const problem = verify(dest, c, c.big ? bigSum : treeSum);
               if (problem) throw new Error(`wrong result at the destination: ${problem}`);
               samples.get(t.name).push(m);
