@@ -37,6 +37,7 @@ export {
   silentLogger,
 } from './broker.js';
 export { EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded-broker.js';
+export * from './sealing.js';
 export {
   MAX_SELECTOR_DEPTH,
   MAX_SELECTOR_LENGTH,
