@@ -1,0 +1,504 @@
+/**
+ * The worker: a competing consumer of one pool's queue that runs jobs with the transfer engine and
+ * reports every state change as an event. See apps/worker/README.md for the life of a job.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Credential, JobSpec } from '@dts/document';
+import {
+  type Broker,
+  type BrokerLogger,
+  type ControlDelivery,
+  type JobDelivery,
+  type Keyring,
+  openJson,
+  type RunningJob,
+  SealingError,
+  type Subscription,
+  silentLogger,
+} from '@dts/messaging';
+import { type EventMessage, uuidv7, type WorkerState } from '@dts/store';
+import { type JobResult, runJob, type TransferEvent } from '@dts/transfer';
+import { type AdapterRegistry, createDefaultRegistry } from '@dts/vfs';
+import {
+  MalformedMessageError,
+  parseControlMessage,
+  parseSubmitMessage,
+  type SubmitMessage,
+} from './messages.js';
+
+export interface WorkerOptions {
+  readonly broker: Broker;
+  /** Opens the credentials sealed by the API (the same keyring as the API's). */
+  readonly keyring: Keyring;
+  /** Default `<host>-<pid>-<random>`. Letters, digits, `.`, `_`, `-` as the broker accepts. */
+  readonly workerId?: string;
+  /** Reported in claims and heartbeats. Default `os.hostname()`. */
+  readonly host?: string;
+  readonly pool: string;
+  /** A JMS selector over job properties: this worker takes only matching jobs. */
+  readonly selector?: string;
+  /** Jobs run at once. Default 2. */
+  readonly concurrency?: number;
+  /** Adapter configuration by scheme (`{ file: { roots: ['/data'] }, sftp: { knownHosts } }`). */
+  readonly registryConfig?: Record<string, Record<string, unknown>>;
+  /** An adapter registry to use instead of `createDefaultRegistry({ config: registryConfig })` (tests, in-process). */
+  readonly registry?: AdapterRegistry;
+  /** Interval of `worker.heartbeat` events. Default 5000 ms. */
+  readonly heartbeatMs?: number;
+  /** Minimum interval between progress events per file. Default 1000 ms. */
+  readonly progressIntervalMs?: number;
+  readonly logger?: BrokerLogger;
+  /** dts version, reported in heartbeats. */
+  readonly version?: string;
+}
+
+export interface Worker {
+  readonly id: string;
+  /**
+   * Takes no new job, suspends the running ones at a safe point (partial files kept) and hands every
+   * job of this worker back to the pool (`releaseRunning(id, { countDelivery: false })`), so another
+   * worker resumes them from the partial files. Resolves when they are back. Idempotent.
+   */
+  drain(): Promise<void>;
+  /**
+   * Closes the subscriptions and the heartbeat; running jobs are suspended (partial files kept) but
+   * stay in this worker's running queue (the reaper, or this worker id started again, takes them on).
+   * Does not close the broker. Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+interface ActiveJob {
+  readonly jobId: string;
+  readonly messageId: string;
+  readonly run: number;
+  /** The spec with the real credentials: never logged, never published. */
+  readonly spec: JobSpec;
+  controller: AbortController;
+  promise: Promise<void>;
+}
+
+const PUBLISH_RETRY_MIN_MS = 200;
+const PUBLISH_RETRY_MAX_MS = 5000;
+
+export function defaultWorkerId(host = hostname()): string {
+  const h = host.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40) || 'worker';
+  return `${h}-${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Starts a worker: consumes the pool's jobs and this worker's control messages. */
+export async function startWorker(o: WorkerOptions): Promise<Worker> {
+  const broker = o.broker;
+  const logger = o.logger ?? silentLogger;
+  const host = o.host ?? hostname();
+  const workerId = o.workerId ?? defaultWorkerId(host);
+  const concurrency = Math.max(1, Math.floor(o.concurrency ?? 2));
+  const heartbeatMs = o.heartbeatMs ?? 5000;
+  const ownRegistry = o.registry === undefined;
+  const registry = o.registry ?? createDefaultRegistry({ config: o.registryConfig ?? {} });
+
+  /** Jobs whose engine is running now. */
+  const active = new Map<string, ActiveJob>();
+  /** Jobs suspended by a control message: still in our running queue, waiting for `resume`. */
+  const suspended = new Map<string, { messageId: string; run: number }>();
+  /** Jobs asked to resume or cancel while their suspension was still under way. */
+  const afterSuspend = new Map<string, 'resume' | 'cancel'>();
+  /** Slots taken by deliveries being prepared (parse, open, hand-off) but not yet in `active`. */
+  let preparing = 0;
+  let draining = false;
+  let stopped = false;
+  let jobSub: Subscription | undefined;
+  let subscribing: Promise<void> | undefined;
+
+  // ---------------------------------------------------------------------------------------------
+  // Events: published one at a time, in order, each retried until the broker confirms it.
+
+  let chain: Promise<void> = Promise.resolve();
+  let giveUp = false;
+  const publish = (msg: EventMessage): Promise<void> => {
+    const body = Buffer.from(JSON.stringify(msg));
+    chain = chain.then(async () => {
+      let delay = PUBLISH_RETRY_MIN_MS;
+      for (;;) {
+        try {
+          await broker.publishEvent({ body });
+          return;
+        } catch (err) {
+          if (giveUp) {
+            logger.warn({ workerId, eventId: msg.id, err: errText(err) }, 'event dropped at stop');
+            return;
+          }
+          logger.warn({ workerId, eventId: msg.id, err: errText(err) }, 'event not published; retrying');
+          await sleep(delay);
+          delay = Math.min(delay * 2, PUBLISH_RETRY_MAX_MS);
+        }
+      }
+    });
+    return chain;
+  };
+
+  const jobEvent = (job: { jobId: string; run: number }, e: TransferEvent): EventMessage =>
+    ({ ...e, id: uuidv7(), jobId: job.jobId, run: job.run, workerId }) as EventMessage;
+
+  // ---------------------------------------------------------------------------------------------
+  // Heartbeats
+
+  const state = (): WorkerState =>
+    stopped ? 'stopped' : draining ? 'draining' : active.size + preparing > 0 ? 'busy' : 'idle';
+  let lastState: WorkerState | undefined;
+  const heartbeat = () => {
+    const s = state();
+    lastState = s;
+    const msg: EventMessage = {
+      id: uuidv7(),
+      type: 'worker.heartbeat',
+      at: new Date().toISOString(),
+      workerId,
+      host,
+      pool: o.pool,
+      ...(o.selector ? { selector: o.selector } : {}),
+      state: s,
+      runningJobs: [...active.keys(), ...suspended.keys()],
+      ...(o.version ? { version: o.version } : {}),
+    };
+    // Not retried: the next heartbeat supersedes this one.
+    broker.publishEvent({ body: Buffer.from(JSON.stringify(msg)) }).catch((err) => {
+      logger.warn({ workerId, err: errText(err) }, 'heartbeat not published');
+    });
+  };
+  const stateChanged = () => {
+    if (state() !== lastState) heartbeat();
+  };
+  const timer = setInterval(heartbeat, heartbeatMs);
+  timer.unref();
+
+  // ---------------------------------------------------------------------------------------------
+  // Running a job
+
+  const execute = (job: Omit<ActiveJob, 'controller' | 'promise'>, abortWith?: 'cancel'): void => {
+    const controller = new AbortController();
+    if (abortWith) controller.abort(abortWith);
+    const entry: ActiveJob = { ...job, controller, promise: Promise.resolve() };
+    active.set(job.jobId, entry);
+    entry.promise = (async () => {
+      let last: Promise<void> = Promise.resolve();
+      let result: JobResult | undefined;
+      try {
+        result = await runJob(job.spec, {
+          registry,
+          signal: controller.signal,
+          ...(o.progressIntervalMs !== undefined ? { progressIntervalMs: o.progressIntervalMs } : {}),
+          onEvent: (e) => {
+            last = publish(jobEvent(job, e));
+          },
+        });
+      } catch (err) {
+        // runJob does not reject for transfer failures; this is a bug or an environment fault.
+        logger.error({ workerId, jobId: job.jobId, err: errText(err) }, 'the job failed unexpectedly');
+        last = publish(
+          jobEvent(job, {
+            type: 'job.state',
+            at: new Date().toISOString(),
+            state: 'Failed',
+            detail: `worker error: ${errText(err)}`,
+          }),
+        );
+      }
+      await last; // the terminal job.state is confirmed before the job leaves the running queue
+      active.delete(job.jobId);
+      const final = result?.state ?? 'Failed';
+      logger.info({ workerId, jobId: job.jobId, state: final }, 'job ended');
+      if (final === 'Suspended') {
+        if (!draining && !stopped) {
+          const held = { messageId: job.messageId, run: job.run };
+          const next = afterSuspend.get(job.jobId);
+          afterSuspend.delete(job.jobId);
+          if (next) await restart(job.jobId, held, next === 'cancel' ? 'cancel' : undefined);
+          else suspended.set(job.jobId, held);
+        }
+      } else {
+        await retryBroker(() => broker.completeRunning(workerId, job.messageId), 'completeRunning');
+      }
+      stateChanged();
+      void refill();
+    })().catch((err) => {
+      active.delete(job.jobId);
+      logger.error({ workerId, jobId: job.jobId, err: errText(err) }, 'job bookkeeping failed');
+    });
+  };
+
+  const retryBroker = async <T>(f: () => Promise<T>, what: string): Promise<T | undefined> => {
+    let delay = PUBLISH_RETRY_MIN_MS;
+    for (let i = 0; ; i++) {
+      try {
+        return await f();
+      } catch (err) {
+        if (giveUp || i >= 20) {
+          logger.error({ workerId, err: errText(err) }, `${what} failed`);
+          return undefined;
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, PUBLISH_RETRY_MAX_MS);
+      }
+    }
+  };
+
+  /** The spec with its real credentials, or a reason to dead-letter the job. */
+  const openSpec = (msg: SubmitMessage): JobSpec | { reason: string } => {
+    const redacted = msg.spec.credentials ?? {};
+    if (msg.credentials === undefined) {
+      const needs = Object.values(redacted).some((c: Credential) => c.kind !== 'anonymous');
+      if (needs) {
+        return {
+          reason:
+            'the job names credentials but the submit message carries no sealed credentials; resubmit it through the API',
+        };
+      }
+      return { ...msg.spec, credentials: redacted };
+    }
+    try {
+      const credentials = openJson<JobSpec['credentials']>(msg.credentials, o.keyring, msg.jobId);
+      if (typeof credentials !== 'object' || credentials === null) {
+        return { reason: 'the sealed credentials are not a map of credentials by id' };
+      }
+      return { ...msg.spec, credentials };
+    } catch (err) {
+      if (err instanceof SealingError) {
+        // The sealing message names the key id and what to configure; it never holds key material.
+        return {
+          reason: `cannot open the job's credentials on worker ${workerId} (${err.code}): ${err.message}`,
+        };
+      }
+      return { reason: `cannot open the job's credentials: ${errText(err)}` };
+    }
+  };
+
+  const onJob = async (d: JobDelivery): Promise<void> => {
+    if (draining || stopped || active.size + preparing >= concurrency) {
+      // Raced with a pause: back to the queue for another worker.
+      await d.requeue();
+      return;
+    }
+    preparing++;
+    try {
+      let msg: SubmitMessage;
+      try {
+        msg = parseSubmitMessage(d.body);
+      } catch (err) {
+        const reason =
+          err instanceof MalformedMessageError ? err.message : `malformed submit message: ${errText(err)}`;
+        logger.warn({ workerId, messageId: d.messageId, reason }, 'job dead-lettered');
+        await d.deadLetter(reason);
+        return;
+      }
+      if (active.has(msg.jobId) || suspended.has(msg.jobId)) {
+        // A duplicate (at-least-once) of a job this worker already holds in its running queue.
+        logger.warn(
+          { workerId, jobId: msg.jobId, messageId: d.messageId },
+          'duplicate delivery of a held job: acked',
+        );
+        await d.ack();
+        return;
+      }
+      const spec = openSpec(msg);
+      if ('reason' in spec) {
+        logger.warn(
+          { workerId, jobId: msg.jobId, messageId: d.messageId, reason: spec.reason },
+          'job dead-lettered',
+        );
+        await d.deadLetter(spec.reason);
+        return;
+      }
+      let running: RunningJob;
+      try {
+        running = await d.handOff(workerId);
+      } catch (err) {
+        logger.warn(
+          { workerId, jobId: msg.jobId, err: errText(err) },
+          'hand-off failed; the job will be delivered again',
+        );
+        return;
+      }
+      const job = { jobId: msg.jobId, messageId: running.messageId, run: running.deliveryCount, spec };
+      logger.info({ workerId, jobId: job.jobId, run: job.run }, 'job claimed');
+      void publish({
+        id: uuidv7(),
+        jobId: job.jobId,
+        run: job.run,
+        workerId,
+        type: 'job.claimed',
+        at: new Date().toISOString(),
+        host,
+      });
+      execute(job);
+    } finally {
+      preparing--;
+      stateChanged();
+      void refill();
+    }
+  };
+
+  /** Opens the job consumer when there is room, closes it when full (no job waits unacked on a busy worker). */
+  const refill = async (): Promise<void> => {
+    if (subscribing) await subscribing;
+    const want = !draining && !stopped && active.size + preparing < concurrency;
+    if (want && !jobSub) {
+      subscribing = (async () => {
+        try {
+          jobSub = await broker.consumeJobs(o.pool, onJob, {
+            prefetch: 1,
+            ...(o.selector ? { selector: o.selector } : {}),
+          });
+        } finally {
+          subscribing = undefined;
+        }
+      })();
+      await subscribing;
+    } else if (!want && jobSub) {
+      const sub = jobSub;
+      jobSub = undefined;
+      subscribing = sub.close().finally(() => {
+        subscribing = undefined;
+      });
+      await subscribing;
+    }
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Control
+
+  /** Runs a job of our running queue again (resume, or cancel of a suspended job). */
+  const restart = async (
+    jobId: string,
+    held: { messageId: string; run: number },
+    abortWith: 'cancel' | undefined,
+  ): Promise<void> => {
+    const r = (await retryBroker(() => broker.listRunning(workerId), 'listRunning'))?.find(
+      (x) => x.messageId === held.messageId,
+    );
+    if (!r) {
+      logger.warn({ workerId, jobId }, "the job is no longer in this worker's running queue");
+      return;
+    }
+    let spec: JobSpec | { reason: string };
+    try {
+      spec = openSpec(parseSubmitMessage(r.body));
+    } catch (err) {
+      spec = { reason: errText(err) };
+    }
+    if ('reason' in spec) {
+      // It opened at the claim; it does not now (the keyring changed). Nothing to run: fail it.
+      const job = { jobId, run: held.run };
+      await publish(
+        jobEvent(job, {
+          type: 'job.state',
+          at: new Date().toISOString(),
+          state: 'Failed',
+          detail: spec.reason,
+        }),
+      );
+      await retryBroker(() => broker.completeRunning(workerId, held.messageId), 'completeRunning');
+      return;
+    }
+    execute({ jobId, messageId: held.messageId, run: held.run, spec }, abortWith);
+  };
+
+  const onControl = async (d: ControlDelivery): Promise<void> => {
+    let c: ReturnType<typeof parseControlMessage>;
+    try {
+      c = parseControlMessage(d.body);
+    } catch (err) {
+      logger.warn({ workerId, err: errText(err) }, 'control message dropped');
+      await d.ack();
+      return;
+    }
+    logger.info({ workerId, jobId: c.jobId, type: c.type }, 'control message');
+    const running = active.get(c.jobId);
+    const held = suspended.get(c.jobId);
+    const suspending = running?.controller.signal.aborted && running.controller.signal.reason === 'suspend';
+    if (c.type === 'suspend') {
+      afterSuspend.delete(c.jobId);
+      running?.controller.abort('suspend');
+    } else if (suspending) {
+      afterSuspend.set(c.jobId, c.type);
+    } else if (c.type === 'cancel' && running) {
+      running.controller.abort('cancel');
+    } else if (held && !running && (c.type === 'cancel' || (!draining && !stopped))) {
+      suspended.delete(c.jobId);
+      // Resume: run it again from its running-queue copy (the engine resumes from the partial files).
+      // Cancel: run it with the signal already cancelled: the engine removes the partial files and
+      // ends it Cancelled, which completes it.
+      await restart(c.jobId, held, c.type === 'cancel' ? 'cancel' : undefined);
+    }
+    stateChanged();
+    await d.ack();
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Start
+
+  const controlSub = await broker.consumeControl(workerId, onControl);
+  // Jobs left in our running queue by an earlier life of this worker id: back to the pool (counted,
+  // as the reaper would), to be resumed from their partial files.
+  const leftovers = await broker.listRunning(workerId);
+  if (leftovers.length > 0) await broker.releaseRunning(workerId);
+  await refill();
+  heartbeat();
+  logger.info({ workerId, pool: o.pool, selector: o.selector, concurrency }, 'worker started');
+
+  let drained: Promise<void> | undefined;
+  let stopping: Promise<void> | undefined;
+
+  const suspendAll = async () => {
+    const jobs = [...active.values()];
+    for (const j of jobs) j.controller.abort('suspend');
+    await Promise.allSettled(jobs.map((j) => j.promise));
+  };
+
+  return {
+    id: workerId,
+    drain() {
+      drained ??= (async () => {
+        draining = true;
+        heartbeat();
+        await refill();
+        while (preparing > 0) await sleep(20);
+        await suspendAll();
+        suspended.clear();
+        const r = await retryBroker(
+          () => broker.releaseRunning(workerId, { countDelivery: false }),
+          'release',
+        );
+        logger.info({ workerId, released: r?.released, deadLettered: r?.deadLettered }, 'worker drained');
+        heartbeat();
+      })();
+      return drained;
+    },
+    stop() {
+      stopping ??= (async () => {
+        draining = true;
+        await refill();
+        clearInterval(timer);
+        await controlSub.close();
+        while (preparing > 0) await sleep(20);
+        await suspendAll();
+        stopped = true;
+        giveUp = true;
+        heartbeat();
+        await Promise.race([chain, sleep(2000)]);
+        if (ownRegistry) await registry.closeAll();
+        logger.info({ workerId }, 'worker stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
