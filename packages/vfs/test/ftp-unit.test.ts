@@ -1,7 +1,7 @@
 /** The ftp adapter's pure parts: reply codes and errors into the taxonomy, listing and date parsing. */
 import { FTPError } from 'basic-ftp';
 import { describe, expect, it } from 'vitest';
-import { classifyFtpError, scrubSecret } from '../src/ftp/classify.js';
+import { classifyFtpError, isNoSpaceReply, scrubSecret } from '../src/ftp/classify.js';
 import { parseFacts, parseLsDate, parseLsLines, parseMlsdLines, parseMlsxTime } from '../src/ftp/listing.js';
 
 const url = 'ftp://bob@files.example/in/a.bin';
@@ -32,6 +32,42 @@ describe('classifyFtpError', () => {
     expect(e.message).toContain(url);
     expect(e.message).toContain(`${code} ${text}`);
     expect(e.url).toBe(url);
+  });
+
+  it("no space: 452/552 and a reply that says so; vsftpd's 451 only when storing an upload failed", () => {
+    const full = classifyFtpError(reply(451, 'Failure writing to local file.'), url, {
+      storing: { kept: 1048576 },
+    });
+    expect({ code: full.code, kind: full.kind }).toEqual({ code: 'XFR_NO_SPACE', kind: 'permanent' });
+    expect(full.message).toContain(url);
+    expect(full.message).toContain('(451 Failure writing to local file.)');
+    expect(full.message).toContain('stopped at 1048576 bytes');
+    expect(full.message).toContain('free space on the server');
+    expect(full.message).toContain('resubmit');
+    // Without the size of what was kept, still no space.
+    expect(classifyFtpError(reply(451, 'Failure writing to local file.'), url, { storing: {} }).code).toBe(
+      'XFR_NO_SPACE',
+    );
+    expect(classifyFtpError(reply(451, 'Error during write to file'), url, { storing: {} }).code).toBe(
+      'XFR_NO_SPACE',
+    );
+    // The same reply to anything but an upload that had started, or another 451 to one, stays transient.
+    const elsewhere = classifyFtpError(reply(451, 'Failure writing to local file.'), url);
+    expect({ code: elsewhere.code, kind: elsewhere.kind }).toEqual({ code: 'XFR_SERVER', kind: 'transient' });
+    for (const text of ['Local error in processing.', 'Failure writing network stream.']) {
+      const other = classifyFtpError(reply(451, text), url, { storing: {} });
+      expect({ code: other.code, kind: other.kind }, text).toEqual({ code: 'XFR_SERVER', kind: 'transient' });
+    }
+    // A network failure reported after the data flowed is still a network failure.
+    expect(classifyFtpError(reply(426, 'Failure reading network stream.'), url, { storing: {} }).code).toBe(
+      'XFR_NETWORK',
+    );
+    // Servers that pass strerror along, on any 45x/55x.
+    expect(isNoSpaceReply(451, '/in/a.bin: No space left on device', false)).toBe(true);
+    expect(isNoSpaceReply(550, 'Disk quota exceeded', false)).toBe(true);
+    expect(isNoSpaceReply(553, 'Could not create file.', true)).toBe(false);
+    const quota = classifyFtpError(reply(552, 'Exceeded storage allocation.'), url);
+    expect(quota.message).toContain('free space on the server, then resubmit');
   });
 
   it('an untrusted certificate is XFR_AUTH with a hint about ca', () => {

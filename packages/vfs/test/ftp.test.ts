@@ -479,11 +479,99 @@ describe('ftp adapter against a scripted server that stalls', () => {
   });
 });
 
+describe('ftp adapter against a scripted server whose disk fills', () => {
+  const FITS = 64 * 1024;
+  async function* fourMiB(): AsyncGenerator<Buffer> {
+    const chunk = Buffer.alloc(256 * 1024, 7);
+    for (let i = 0; i < 16; i++) yield chunk;
+  }
+
+  it("vsftpd's way: the data connection is reset, then 451 a moment later: XFR_NO_SPACE, permanent, connection kept", async () => {
+    // The reply comes well after the reset: the adapter must wait for it, not report the reset.
+    const fake = await stallingServer({
+      fits: FITS,
+      answer: '451 Failure writing to local file.',
+      delayMs: 150,
+    });
+    const a = ftpAdapterFactory.create(
+      { scheme: 'ftp', host: '127.0.0.1', port: fake.port },
+      { timeoutMs: 5000 },
+    ) as FtpAdapter;
+    try {
+      const err = await thrown(() => a.write('/full/a.bin', fourMiB()));
+      expect({ code: err.code, kind: err.kind }, err.message).toEqual({
+        code: 'XFR_NO_SPACE',
+        kind: 'permanent',
+      });
+      expect(err.message).toContain('ftp://127.0.0.1');
+      expect(err.message).toContain(`stopped at ${FITS} bytes`);
+      expect(err.message).toContain('free space on the server');
+      expect(err.message).toContain('resubmit');
+      // The reply was read: the control connection is in step and serves the next operation.
+      expect((await a.stat('/full/a.bin')).size).toBe(FITS);
+      expect(a.stats).toMatchObject({ dials: 1, evicted: 0 });
+    } finally {
+      await a.close();
+      fake.close();
+    }
+  });
+
+  it('reset and no reply: XFR_NETWORK (transient) after a bounded wait', async () => {
+    const fake = await stallingServer({ fits: FITS });
+    const a = ftpAdapterFactory.create(
+      { scheme: 'ftp', host: '127.0.0.1', port: fake.port },
+      { timeoutMs: 300 },
+    );
+    try {
+      const started = Date.now();
+      const err = await thrown(() => a.write('/full/a.bin', fourMiB()));
+      expect({ code: err.code, kind: err.kind }, err.message).toEqual({
+        code: 'XFR_NETWORK',
+        kind: 'transient',
+      });
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      await a.close();
+      fake.close();
+    }
+  });
+
+  it('reset, then a reply that blames the network (426): XFR_NETWORK', async () => {
+    const fake = await stallingServer({
+      fits: FITS,
+      answer: '426 Failure reading network stream.',
+      delayMs: 50,
+    });
+    const a = ftpAdapterFactory.create({ scheme: 'ftp', host: '127.0.0.1', port: fake.port }, {});
+    try {
+      const err = await thrown(() => a.write('/full/a.bin', fourMiB()));
+      expect({ code: err.code, kind: err.kind }, err.message).toEqual({
+        code: 'XFR_NETWORK',
+        kind: 'transient',
+      });
+      expect(err.message).toContain('426 Failure reading network stream.');
+    } finally {
+      await a.close();
+      fake.close();
+    }
+  });
+});
+
+interface FullDisk {
+  /** Bytes STOR takes before its disk is full: then it resets the data connection. */
+  readonly fits: number;
+  /** The final reply, sent `delayMs` after the reset; none: never a reply. */
+  readonly answer?: string;
+  readonly delayMs?: number;
+}
+
 /**
  * Just enough FTP for basic-ftp to log in and start a transfer, then silence: RETR sends 64 KiB and
- * stops, STOR never reads its data connection, SIZE of /silent is never answered.
+ * stops, STOR never reads its data connection, SIZE of /silent is never answered. With `full`, STOR
+ * behaves as vsftpd's on a full disk instead: it takes `fits` bytes, resets the data connection and
+ * answers (or not) a moment later; SIZE then says `fits`.
  */
-async function stallingServer(): Promise<{ port: number; close: () => void }> {
+async function stallingServer(full?: FullDisk): Promise<{ port: number; close: () => void }> {
   const sockets = new Set<net.Socket>();
   const servers: net.Server[] = [];
   const control = net.createServer((socket) => {
@@ -528,16 +616,35 @@ async function stallingServer(): Promise<{ port: number; close: () => void }> {
             break;
           }
           case 'SIZE':
-            if (arg !== '/silent') reply('213 100000000');
+            if (full) reply(`213 ${full.fits}`);
+            else if (arg !== '/silent') reply('213 100000000');
+            break;
+          case 'MDTM':
+            if (full) reply('550 no time');
+            else reply('200 ok');
             break;
           case 'RETR':
             reply('150 here it comes');
             (await dataReady)?.write(Buffer.alloc(64 * 1024));
             break;
-          case 'STOR':
+          case 'STOR': {
             reply('150 send it');
-            (await dataReady)?.pause();
+            const d = await dataReady;
+            if (!full) {
+              d?.pause();
+              break;
+            }
+            let got = 0;
+            d?.on('data', (chunk: Buffer) => {
+              got += chunk.length;
+              if (got < full.fits || d.destroyed) return;
+              d.resetAndDestroy();
+              const answer = full.answer;
+              if (answer) setTimeout(() => reply(answer), full.delayMs ?? 0);
+            });
+            d?.on('error', () => undefined);
             break;
+          }
           case 'QUIT':
             reply('221 bye');
             socket.end();

@@ -1,6 +1,7 @@
 /**
  * FTP's errors in the dts taxonomy: reply codes (RFC 959, RFC 2228, RFC 3659), basic-ftp's own
  * errors, TLS and socket errors. Everything the ftp adapter throws passes through `classifyFtpError`.
+ * A full disk is the one judgement call (vsftpd's 451 after an upload's data): see `isNoSpaceReply`.
  */
 import { FTPError } from 'basic-ftp';
 import { classifySystemError, type ErrorCode, isTransferError, TransferError } from '../errors.js';
@@ -25,6 +26,11 @@ const UNTRUSTED_CERTIFICATE = new Set([
 export interface ClassifyOptions {
   /** The password of this endpoint: scrubbed from every message, whatever a server echoes. */
   readonly password?: string | undefined;
+  /**
+   * The error is the server's final reply to STOR or APPE after it had accepted the data (its 150):
+   * the server failed while storing. `kept`: the size of the file there afterwards, when known.
+   */
+  readonly storing?: { readonly kept?: number | undefined } | undefined;
 }
 
 /** The reply code of an FTP error reply (basic-ftp's FTPError), or undefined for any other error. */
@@ -38,7 +44,8 @@ export function classifyFtpError(err: unknown, url: string, options: ClassifyOpt
   if (isTransferError(err)) return err;
   const scrub = (s: string) => scrubSecret(s, options.password);
   const code = replyCode(err);
-  if (code !== undefined) return fromReply(code, scrub(serverText(err as FTPError)), url, err);
+  if (code !== undefined)
+    return fromReply(code, scrub(serverText(err as FTPError)), url, err, options.storing);
 
   const e = err as NodeJS.ErrnoException | undefined;
   const message = scrub(e?.message ?? String(err));
@@ -110,8 +117,44 @@ export function classifyFtpError(err: unknown, url: string, options: ClassifyOpt
   );
 }
 
+/**
+ * A reply that means the server has no room for the file.
+ *
+ * - 452 and 552 say so (RFC 959: insufficient storage space, exceeded storage allocation), and so does
+ *   a 45x or 55x reply whose text does ("No space left on device", "Disk quota exceeded": servers that
+ *   pass strerror along).
+ * - vsftpd says neither. When write(2) into the file of an upload fails, whatever the errno, it resets
+ *   the data connection and answers `451 Failure writing to local file.` RFC 959 makes 451 a
+ *   transient "local error in processing", and FTP has no command that asks for free space, so this
+ *   is a judgement, kept narrow: a 451 whose text says a write to the file failed, in reply to STOR or
+ *   APPE after the server had accepted the data (`storing`), is XFR_NO_SPACE, permanent. That failed
+ *   write is ENOSPC or EDQUOT in practice (a full disk, a quota; EFBIG or EIO rarely), and none of
+ *   these goes away within a retry's backoff without someone acting on the server, while every retry
+ *   would send the file up to the same point again. The message says so, with the size the partial
+ *   file stopped at (where the disk ran full). A 451 to anything else, or before data flowed, stays
+ *   the transient XFR_SERVER.
+ */
+export function isNoSpaceReply(code: number, text: string, storing: boolean): boolean {
+  if (code === 452 || code === 552) return true;
+  if (((code >= 450 && code < 460) || (code >= 550 && code < 560)) && NO_SPACE_TEXT.test(text)) return true;
+  return (
+    storing && code === 451 && LOCAL_WRITE_FAILURE.test(text) && !/network|socket|connection/i.test(text)
+  );
+}
+
+const NO_SPACE_TEXT =
+  /no space|not enough space|disk full|quota|insufficient (disk|storage)|storage allocation/i;
+/** vsftpd: "Failure writing to local file."; Pure-FTPd: "Error during write to file". */
+const LOCAL_WRITE_FAILURE = /\bwrit(e|ing)\b.*\bfile\b/i;
+
 /** The kind and meaning of an FTP reply code, refined by the server's text where codes are overloaded. */
-function fromReply(code: number, text: string, url: string, cause: unknown): TransferError {
+function fromReply(
+  code: number,
+  text: string,
+  url: string,
+  cause: unknown,
+  storing?: { readonly kept?: number | undefined },
+): TransferError {
   const said = `(${code} ${text})`;
   const make = (c: ErrorCode, what: string, kind?: 'permanent' | 'transient') =>
     new TransferError(c, `${url}: ${what} ${said}`, { url, cause, ...(kind ? { kind } : {}) });
@@ -121,13 +164,24 @@ function fromReply(code: number, text: string, url: string, cause: unknown): Tra
       'the server refused or closed the connection (too many connections, or shutting down); dts waits and retries; if it persists lower maxConnections',
     );
   }
-  if (code === 425 || code === 426)
-    return make('XFR_NETWORK', 'the data connection failed or was cut; retry');
-  if (code === 452 || code === 552)
+  if (isNoSpaceReply(code, text, storing !== undefined)) {
+    if (code === 451) {
+      const kept = storing?.kept;
+      const where = kept !== undefined ? ` (the file there stopped at ${kept} bytes)` : '';
+      return make(
+        'XFR_NO_SPACE',
+        `the server could not write the file to its disk${where}, most likely because the disk is full or the account's quota is used up; free space on the server (or raise the quota), then resubmit`,
+        'permanent',
+      );
+    }
     return make(
       'XFR_NO_SPACE',
-      'the server has no space left (or the quota is used up); free space, then retry',
+      "the server has no space left (or the account's quota is used up); free space on the server, then resubmit",
+      'permanent',
     );
+  }
+  if (code === 425 || code === 426)
+    return make('XFR_NETWORK', 'the data connection failed or was cut; retry');
   if (code === 530 || code === 532) {
     if (/encrypt|ssl|tls/i.test(text)) {
       return make('XFR_AUTH', 'the server wants an encrypted login; use ftps:// instead of ftp://');

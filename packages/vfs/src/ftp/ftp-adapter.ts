@@ -638,7 +638,9 @@ export class FtpAdapter implements Adapter {
    * STOR or APPE `data`; resolves with the bytes sent once the server confirmed them (226). Pulls a
    * chunk only when the data socket has taken the last one (its buffer drained to the kernel), so a
    * slow server slows the source and the adapter holds at most one chunk. On failure it returns only
-   * once the source is released (a Readable destroyed, a generator's `finally` run).
+   * once the source is released (a Readable destroyed, a generator's `finally` run). A server that
+   * fails while storing (its final reply after the 150, e.g. vsftpd's 451 on a full disk) is
+   * classified here, as a failure to store, and the connection, in step, stays usable.
    */
   private async upload(
     client: Client,
@@ -653,8 +655,15 @@ export class FtpAdapter implements Adapter {
     // basic-ftp strips every listener from a data socket it closes (a timeout, an error, close()),
     // so a wait on the socket's own events could wait for ever: a failed transfer also stops the pump.
     const stop = new AbortController();
+    // Not `for await`: leaving that loop on a failed data connection would destroy the source at once,
+    // while the transfer still waits for the server's final reply (transfer.ts); whoever feeds the
+    // source would see it gone before the write's error. It is released below, once that is in.
+    let chunks: AsyncIterator<Uint8Array | string> | undefined;
     const pump = async (socket: Socket): Promise<void> => {
-      for await (const chunk of data as AsyncIterable<Uint8Array | string>) {
+      const source = (data as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
+      chunks = source;
+      for (let next = await source.next(); !next.done; next = await source.next()) {
+        const chunk = next.value;
         const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
         bytes += buf.length;
         if (!socket.write(buf)) await drained(socket, stop.signal);
@@ -682,11 +691,20 @@ export class FtpAdapter implements Adapter {
       );
       return bytes;
     } catch (err) {
-      // Failed halfway: the server's reply to this transfer may still come; nobody must read it.
-      if (started) client.close();
+      // Failed halfway without the server's final reply: it may still come; nobody must read it.
+      // With the reply read (an FTPError), the control connection is in step and stays usable.
+      const answered = replyCode(err) !== undefined;
+      if (started && !answered) client.close();
       stop.abort();
       destroySource(data);
       await pumping?.catch(() => undefined);
+      // A generator's `finally` runs (a Readable's iterator just sees it destroyed).
+      await chunks?.return?.().catch(() => undefined);
+      // The server failed while storing what it had accepted (classify.ts: a full disk's 451).
+      if (started && answered && !client.closed) {
+        const kept = replyCode(err) === 451 ? await client.size(p).catch(() => undefined) : undefined;
+        throw classifyFtpError(err, this.url(p), { password: this.password, storing: { kept } });
+      }
       throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);

@@ -10,13 +10,27 @@
  * watches the data connection instead: it fires after `timeoutMs` without progress, counting only time
  * in which the transfer waits for the server (not for our own slow consumer or producer), as
  * basic-ftp's TransferWatchdog does.
+ *
+ * An upload's data connection that fails is not the end of the story: a server that cannot store the
+ * data (vsftpd on a full disk) resets the data connection and says why on the control connection a
+ * moment later (`451 Failure writing to local file.`). basic-ftp would close the whole client on the
+ * data socket's error, losing that reply; so an upload takes the data socket's error handling over
+ * and waits (at most `REPLY_GRACE_MS`) for the final reply, which then is the error. Without one in
+ * time, the data connection's own error is.
  */
 import type { Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import type { Client, FTPResponse } from 'basic-ftp';
+import { type Client, FTPError, type FTPResponse } from 'basic-ftp';
 
 export type Direction = 'download' | 'upload';
+
+/**
+ * How long an upload whose data connection failed waits for the server's final reply (at most
+ * `timeoutMs`). Servers answer right after closing the data connection (vsftpd within milliseconds);
+ * this only bounds a control connection that died too.
+ */
+export const REPLY_GRACE_MS = 2_000;
 
 export interface TransferOptions {
   /** `REST n` before the command (resume a download at byte n). */
@@ -32,7 +46,9 @@ export interface TransferOptions {
  * socket (TLS already set up for an upload), and resolves when our side of the data is done. Resolves
  * with the server's final reply once both that and a 2xx reply are in; rejects with the first error
  * (an FTPError for a refusal, a socket error, or a timeout). The client must not be reused after a
- * rejection unless the error is an FTPError that arrived before the transfer started.
+ * rejection unless the error is an FTPError (the server's final reply, read: the control connection
+ * is in step). An upload whose data connection fails rejects with the server's final reply when it
+ * comes within the grace period (see the header), else with the data connection's error.
  */
 export async function runTransfer(
   client: Client,
@@ -49,13 +65,12 @@ export async function runTransfer(
   let dataDone = false;
   let reply: FTPResponse | undefined;
   let settled = false;
+  /** An upload's data connection failed with this; waiting for the server's final reply. */
+  let dataError: Error | undefined;
+  let grace: NodeJS.Timeout | undefined;
   return ftp.handle(command, (res, task) => {
-    const fail = (err: Error) => {
-      if (settled) return;
-      settled = true;
-      watchdog.stop();
-      ftp.socket.setTimeout(options.timeoutMs);
-      // An upload we abandon is reset, not closed: a clean close would tell the server the file is complete.
+    // An upload we abandon is reset, not closed: a clean close would tell the server the file is complete.
+    const resetUpload = () => {
       const socket = ftp.dataSocket;
       if (direction === 'upload' && socket && !socket.destroyed && 'resetAndDestroy' in socket) {
         try {
@@ -64,8 +79,25 @@ export async function runTransfer(
           // Already gone.
         }
       }
+    };
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      if (grace) clearTimeout(grace);
+      watchdog.stop();
+      ftp.socket.setTimeout(options.timeoutMs);
+      resetUpload();
       ftp.dataSocket = undefined;
       task.reject(err);
+    };
+    // The upload's data connection failed: the final reply, due any moment, says why.
+    const dataFailed = (err: Error) => {
+      if (settled || dataError) return;
+      dataError = err;
+      watchdog.stop();
+      resetUpload();
+      const wait = options.timeoutMs > 0 ? Math.min(options.timeoutMs, REPLY_GRACE_MS) : REPLY_GRACE_MS;
+      grace = setTimeout(() => fail(err), wait);
     };
     const tryResolve = () => {
       if (settled || !dataDone || !reply) return;
@@ -74,7 +106,8 @@ export async function runTransfer(
       task.resolve(reply);
     };
     if (res instanceof Error) {
-      fail(res);
+      // Waiting for the reply, the control connection failed too: the data connection's error is the news.
+      fail(dataError && !(res instanceof FTPError) ? dataError : res);
       return;
     }
     if (res.code === 150 || res.code === 125) {
@@ -87,6 +120,7 @@ export async function runTransfer(
       }
       const begin = () => {
         if (settled) return;
+        if (direction === 'upload') takeOverErrors(socket, dataFailed);
         // The control connection is idle during the transfer; the watchdog takes over.
         ftp.socket.setTimeout(0);
         socket.setTimeout(0);
@@ -101,7 +135,12 @@ export async function runTransfer(
             if (!settled) ftp.socket.setTimeout(options.timeoutMs);
             tryResolve();
           },
-          (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
+          (err: unknown) => {
+            const e = err instanceof Error ? err : new Error(String(err));
+            // The data connection broke (not our source): wait for the reply that says why.
+            if (direction === 'upload' && (dataError || socket.destroyed)) dataFailed(e);
+            else fail(e);
+          },
         );
       };
       // An upload waits for the data connection's TLS handshake to complete. basic-ftp tests
@@ -116,6 +155,11 @@ export async function runTransfer(
       return;
     }
     if (res.code >= 200 && res.code < 300) {
+      // "Complete", but the data connection failed on our side: whether all of it arrived is unknown.
+      if (dataError) {
+        fail(dataError);
+        return;
+      }
       reply = res;
       // A server may answer 226 without ever opening the data connection (an empty listing).
       if (!started) dataDone = true;
@@ -128,6 +172,27 @@ export async function runTransfer(
       ftp.closeWithError(err);
     }
     // Other preliminary replies (1xx) are informational.
+  });
+}
+
+/**
+ * Routes the data socket's errors to `onError` instead of basic-ftp's default handlers, which would
+ * close the whole client (control connection included) on the first one. Those handlers are the
+ * socket's `once` listeners for 'error' and 'close' (FTPContext's `dataSocket` setter adds them);
+ * Node's own (a TLS socket's cleanup on 'close') are plain listeners and stay.
+ */
+function takeOverErrors(socket: Socket, onError: (err: Error) => void): void {
+  for (const event of ['error', 'close'] as const) {
+    for (const raw of socket.rawListeners(event) as Array<{ listener?: (...args: unknown[]) => void }>) {
+      if (typeof raw.listener === 'function') socket.removeListener(event, raw.listener);
+    }
+  }
+  socket.on('error', (err: Error) => {
+    err.message += ' (data socket)';
+    onError(err);
+  });
+  socket.on('close', (hadError: boolean) => {
+    if (hadError) onError(new Error('Socket closed due to transmission error (data socket)'));
   });
 }
 
