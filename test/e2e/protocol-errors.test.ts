@@ -89,6 +89,22 @@ describe.skipIf(skip !== undefined)('permanent errors on real servers', () => {
     }
   }
 
+  /** The pid of a fixture's `unshare`, whose mount namespace its server runs in. */
+  function namespacePid(s: 'sftp' | 'ftp'): string {
+    const root = s === 'sftp' ? sshd.root : ftpd.root;
+    return execFileSync('pgrep', ['-o', '-f', `^unshare .*${path.dirname(root)}`], {
+      encoding: 'utf8',
+    }).trim();
+  }
+
+  async function listAsServerSees(s: Sink, dir: string): Promise<string[]> {
+    if (s === 'webdav') return fs.readdir(dir);
+    const out = execFileSync('nsenter', ['--target', namespacePid(s), '--mount', '--', 'ls', '-A', dir], {
+      encoding: 'utf8',
+    });
+    return out.split('\n').filter(Boolean);
+  }
+
   beforeAll(async () => {
     local = await tempDir('dts-errors-');
     await fs.writeFile(path.join(local, 'four-mib.bin'), randomBytes(4 * MiB));
@@ -111,11 +127,12 @@ describe.skipIf(skip !== undefined)('permanent errors on real servers', () => {
       } else {
         // sshd and vsftpd run in private mount namespaces (see their fixtures): mount inside theirs,
         // where it goes away with the server.
-        const root = s === 'sftp' ? sshd.root : ftpd.root;
-        const pid = execFileSync('pgrep', ['-o', '-f', `^unshare .*${path.dirname(root)}`], {
+        execFileSync('nsenter', ['--target', namespacePid(s), '--mount', '--', 'mount', ...mount]);
+        // Proof the server's view has the small disk: df inside its namespace.
+        const df = execFileSync('nsenter', ['--target', namespacePid(s), '--mount', '--', 'df', '-P', dir], {
           encoding: 'utf8',
         });
-        execFileSync('nsenter', ['--target', pid.trim(), '--mount', '--', 'mount', ...mount]);
+        if (!/tmpfs/.test(df)) throw new Error(`the 1 MiB tmpfs is not visible to ${s}'s server:\n${df}`);
       }
     }
   }, 120_000);
@@ -143,8 +160,9 @@ describe.skipIf(skip !== undefined)('permanent errors on real servers', () => {
         (e): e is FileStateEvent => e.type === 'file.state' && e.state === 'Transferring' && !e.error,
       );
       expect(attempts).toHaveLength(1);
-      // Nothing under the final name, and the partial was cleaned up.
-      expect(await fs.readdir(hostDir(s, 'full'))).toEqual([]);
+      // Nothing under the final name, and the partial was cleaned up: look where the server looks
+      // (sshd and vsftpd see the tmpfs only inside their own mount namespace).
+      expect(await listAsServerSees(s, hostDir(s, 'full'))).toEqual([]);
     },
   );
 
