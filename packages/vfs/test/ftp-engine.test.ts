@@ -172,3 +172,40 @@ describe.skipIf(skip)('the engine copies within one ftp server', () => {
     },
   );
 });
+
+describe.skipIf(skip)('a 500-file job against a server allowing 2 connections per address', () => {
+  it('stores every file, the 421s absorbed by the pool instead of failing files', async () => {
+    const limited = await startVsftpd({ maxPerIp: 2 });
+    const local = await tempDir('dts-ftp-500-');
+    try {
+      const files = new Map<string, Buffer>();
+      for (let i = 0; i < 500; i++) files.set(`d${i % 10}/f${i}.bin`, randomBytes(512 + i));
+      for (const [rel, b] of files) {
+        await fs.mkdir(path.dirname(path.join(local, 'src', rel)), { recursive: true });
+        await fs.writeFile(path.join(local, 'src', rel), b);
+      }
+      const base = `ftp://${limited.user}:${encodeURIComponent(limited.password)}@127.0.0.1:${limited.port}`;
+      const spec = job(`file://${local}/src/`, `${base}/five-hundred/`);
+      const concurrent = {
+        ...spec,
+        copies: spec.copies.map((c) => ({ ...c, requirements: { ...c.requirements, concurrency: 8 } })),
+      };
+      const registry = createDefaultRegistry({ config: { ftp: { maxConnections: 6 } } });
+      try {
+        const result = await runJob(concurrent, { registry, backoff: { initialMs: 20, maxMs: 200 } });
+        expect(result.copies[0]?.failures).toEqual([]);
+        expect(result.copies[0]?.files).toEqual({ done: 500, skipped: 0, failed: 0 });
+        const ftp = registry.resolve(`${base}/`).adapter as FtpAdapter;
+        expect(ftp.stats.busyReplies).toBeGreaterThan(0);
+      } finally {
+        await registry.closeAll();
+      }
+      for (const [rel, b] of files) {
+        expect(sha256(await fs.readFile(path.join(limited.root, 'five-hundred', rel))), rel).toBe(sha256(b));
+      }
+    } finally {
+      await limited.stop();
+      await fs.rm(local, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
