@@ -33,6 +33,9 @@ export function median(runs) {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
+/** Process groups measureAsync has running, for a suite to kill on Ctrl-C. */
+export const runningGroups = new Set();
+
 /**
  * `measure`, without blocking the event loop: the servers a suite starts in-process log to pipes
  * this process must keep draining (a blocked loop fills sshd's stderr pipe and every sshd stalls).
@@ -45,6 +48,7 @@ export function measureAsync(cmd, args, { timeoutMs = 30 * 60_000, ...options } 
       detached: true,
       ...options,
     });
+    runningGroups.add(child.pid);
     let stderr = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (s) => {
@@ -63,9 +67,16 @@ export function measureAsync(cmd, args, { timeoutMs = 30 * 60_000, ...options } 
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      runningGroups.delete(child.pid);
       const lines = stderr.trim().split('\n');
-      if (timedOut) return reject(new Error(`${cmd} timed out after ${timeoutMs / 1000} s:\n${lines.slice(-12).join('\n')}`));
-      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code ?? signal}:\n${lines.slice(-12).join('\n')}`));
+      if (timedOut)
+        return reject(
+          new Error(`${cmd} timed out after ${timeoutMs / 1000} s:\n${lines.slice(-12).join('\n')}`),
+        );
+      if (code !== 0)
+        return reject(
+          new Error(`${cmd} ${args.join(' ')} exited ${code ?? signal}:\n${lines.slice(-12).join('\n')}`),
+        );
       const last = lines.at(-1).split(' ').map(Number);
       resolve({ wall: last[0], cpu: last[1] + last[2], rss: last[3] * 1024 });
     });

@@ -16,15 +16,17 @@
  * DTS_BENCH_CASES=file-up,file-down,tree-up,tree-down, DTS_BENCH_BIG_MIB (default 1024; smaller for a
  * quick check of the harness).
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import ts from 'typescript';
-import { have, measureAsync as measure, median } from './measure.js';
+import { have, measureAsync as measure, median, runningGroups } from './measure.js';
 
+const run = promisify(execFile);
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const dtsBin = path.join(repo, 'apps/cli/bin/dts.js');
 const MiB = 1024 * 1024;
@@ -48,23 +50,27 @@ export async function protocols() {
   const wantedProtocols = listEnv('DTS_BENCH_PROTOCOLS', ALL_PROTOCOLS);
   const wantedCases = listEnv('DTS_BENCH_CASES', ALL_CASES);
   for (const tool of ['rclone', 'sftp', 'lftp', 'curl', '/usr/bin/time'])
-    if (!have(tool)) throw new Error(`${tool} is not installed: apt-get install rclone openssh-client lftp curl time`);
+    if (!have(tool))
+      throw new Error(`${tool} is not installed: apt-get install rclone openssh-client lftp curl time`);
   if (process.getuid?.() !== 0) throw new Error('the sshd and vsftpd fixtures need root');
 
   const loadBefore = loadavg();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dts-bench-proto-'));
   const servers = [];
-  let stopping;
-  const cleanup = async () => {
-    stopping ??= (async () => {
-      await Promise.allSettled(servers.map((s) => s.stop()));
-      fs.rmSync(root, { recursive: true, force: true });
-    })();
-    return stopping;
-  };
+  // Ctrl-C kills the tool being measured; the suite stops at its next step and cleans up in `finally`
+  // (cleaning up here, while the loop still runs, would race it over the servers' directories).
+  let interrupted;
   const onSignal = (sig) => {
+    interrupted ??= sig;
+    for (const pgid of runningGroups) {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {}
+    }
     console.error(`\n${sig}: stopping the servers and removing ${root}`);
-    void cleanup().then(() => process.exit(130));
+  };
+  const stopIfInterrupted = () => {
+    if (interrupted) throw new Interrupted(interrupted);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -94,12 +100,16 @@ export async function protocols() {
     const needSsh = wantedProtocols.includes('sftp');
     const needFtp = wantedProtocols.includes('ftp');
     const needApache = wantedProtocols.some((p) => p === 'webdav' || p === 'http');
-    const [sshd, ftpd, apache] = await Promise.all([
+    // allSettled: when one server fails to start, the others that did are still stopped in `finally`.
+    const starting = await Promise.allSettled([
       needSsh ? fixtures.sshd.startSshd() : undefined,
       needFtp ? fixtures.vsftpd.startVsftpd() : undefined,
       needApache ? fixtures.apache.startApache() : undefined,
     ]);
-    for (const s of [sshd, ftpd, apache]) if (s) servers.push(s);
+    for (const s of starting) if (s.status === 'fulfilled' && s.value) servers.push(s.value);
+    for (const s of starting) if (s.status === 'rejected') throw s.reason;
+    const [sshd, ftpd, apache] = starting.map((s) => s.value);
+    stopIfInterrupted();
 
     const rcloneEnv = { ...process.env };
     const remotes = {};
@@ -119,13 +129,20 @@ export async function protocols() {
         RCLONE_CONFIG_BSFTP_SHELL_TYPE: 'none',
       });
       const sshOptions = [
-        '-F', '/dev/null',
-        '-P', String(sshd.port),
-        '-i', sshd.privateKeyPath,
-        '-o', 'IdentitiesOnly=yes',
-        '-o', `UserKnownHostsFile=${knownHosts}`,
-        '-o', 'StrictHostKeyChecking=yes',
-        '-o', 'BatchMode=yes',
+        '-F',
+        '/dev/null',
+        '-P',
+        String(sshd.port),
+        '-i',
+        sshd.privateKeyPath,
+        '-o',
+        'IdentitiesOnly=yes',
+        '-o',
+        `UserKnownHostsFile=${knownHosts}`,
+        '-o',
+        'StrictHostKeyChecking=yes',
+        '-o',
+        'BatchMode=yes',
       ];
       remotes.sftp = {
         hostDir: dataDir,
@@ -208,7 +225,9 @@ export async function protocols() {
         // curl is handed the list of files (it cannot list a directory): an advantage over dts and
         // rclone, which find the files by listing (PROPFIND, or the autoindex page).
         const file = path.join(cfg, name);
-        const lines = treeNames.map((n) => `url = ${curlQuote(`${base}/${n}`)}\noutput = ${curlQuote(`${out}/tree/${n}`)}\n`);
+        const lines = treeNames.map(
+          (n) => `url = ${curlQuote(`${base}/${n}`)}\noutput = ${curlQuote(`${out}/tree/${n}`)}\n`,
+        );
         fs.writeFileSync(file, (withAuth ? auth : '') + lines.join(''));
         return file;
       };
@@ -220,15 +239,34 @@ export async function protocols() {
         switch (c.id) {
           case 'file-up':
             return () =>
-              measure('curl', [...curlCommon, '-K', authFile, '-T', `${local}/${bigName}`, '-o', '/dev/null', `${davBase}/up/${bigName}`]);
+              measure('curl', [
+                ...curlCommon,
+                '-K',
+                authFile,
+                '-T',
+                `${local}/${bigName}`,
+                '-o',
+                '/dev/null',
+                `${davBase}/up/${bigName}`,
+              ]);
           case 'file-down':
-            return () => measure('curl', [...curlCommon, '-K', authFile, '-o', `${out}/${bigName}`, `${davBase}/src/${bigName}`]);
+            return () =>
+              measure('curl', [
+                ...curlCommon,
+                '-K',
+                authFile,
+                '-o',
+                `${out}/${bigName}`,
+                `${davBase}/src/${bigName}`,
+              ]);
           case 'tree-up': {
             const mkcol = path.join(cfg, 'curl-mkcol.cfg');
             const dirs = ['tree', ...Array.from({ length: DIRS }, (_, d) => `tree/d${d}`)];
             fs.writeFileSync(
               mkcol,
-              auth + 'request = "MKCOL"\n' + dirs.map((d) => `url = ${curlQuote(`${davBase}/up/${d}/`)}\noutput = "/dev/null"\n`).join(''),
+              auth +
+                'request = "MKCOL"\n' +
+                dirs.map((d) => `url = ${curlQuote(`${davBase}/up/${d}/`)}\noutput = "/dev/null"\n`).join(''),
             );
             const put = path.join(cfg, 'curl-put.cfg');
             fs.writeFileSync(
@@ -250,7 +288,16 @@ export async function protocols() {
           }
           case 'tree-down': {
             const list = curlTree(`${davBase}/src/tree`, true, 'curl-dav-get.cfg');
-            return () => measure('curl', [...curlCommon, '--parallel', '--parallel-max', String(PARALLEL), '--create-dirs', '-K', list]);
+            return () =>
+              measure('curl', [
+                ...curlCommon,
+                '--parallel',
+                '--parallel-max',
+                String(PARALLEL),
+                '--create-dirs',
+                '-K',
+                list,
+              ]);
           }
         }
       };
@@ -278,9 +325,19 @@ export async function protocols() {
         peer: 'curl',
         peerRun: (c) => {
           if (c.id === 'file-down')
-            return () => measure('curl', [...curlCommon, '-o', `${out}/${bigName}`, `${filesBase}/src/${bigName}`]);
+            return () =>
+              measure('curl', [...curlCommon, '-o', `${out}/${bigName}`, `${filesBase}/src/${bigName}`]);
           const list = curlTree(`${filesBase}/src/tree`, false, 'curl-http-get.cfg');
-          return () => measure('curl', [...curlCommon, '--parallel', '--parallel-max', String(PARALLEL), '--create-dirs', '-K', list]);
+          return () =>
+            measure('curl', [
+              ...curlCommon,
+              '--parallel',
+              '--parallel-max',
+              String(PARALLEL),
+              '--create-dirs',
+              '-K',
+              list,
+            ]);
         },
       };
     }
@@ -298,13 +355,30 @@ export async function protocols() {
       chownTree(src, r.owner);
     }
     // Warm the page cache: every tool starts equal.
-    execFileSync('sh', ['-c', `find "${root}" ${[...seeded].map((d) => `"${d}"`).join(' ')} -type f -exec cat {} + > /dev/null`]);
+    execFileSync('sh', [
+      '-c',
+      `find "${root}" ${[...seeded].map((d) => `"${d}"`).join(' ')} -type f -exec cat {} + > /dev/null`,
+    ]);
 
     const allCases = [
       { id: 'file-up', name: `${bigLabel(bigMiB)} up`, bytes: bigBytes, files: 1, up: true, big: true },
       { id: 'file-down', name: `${bigLabel(bigMiB)} down`, bytes: bigBytes, files: 1, up: false, big: true },
-      { id: 'tree-up', name: '2,000 × 16 KiB up', bytes: TREE_BYTES, files: TREE_FILES, up: true, big: false },
-      { id: 'tree-down', name: '2,000 × 16 KiB down', bytes: TREE_BYTES, files: TREE_FILES, up: false, big: false },
+      {
+        id: 'tree-up',
+        name: '2,000 × 16 KiB up',
+        bytes: TREE_BYTES,
+        files: TREE_FILES,
+        up: true,
+        big: false,
+      },
+      {
+        id: 'tree-down',
+        name: '2,000 × 16 KiB down',
+        bytes: TREE_BYTES,
+        files: TREE_FILES,
+        up: false,
+        big: false,
+      },
     ];
     const cases = allCases.filter((c) => wantedCases.includes(c.id));
 
@@ -320,16 +394,23 @@ export async function protocols() {
         const doc = path.join(cfg, `dts-${p}-${c.id}.xml`);
         const srcLocal = c.big ? `${local}/${bigName}` : `${local}/tree/`;
         const srcRel = c.big ? `src/${bigName}` : 'src/tree/';
-        const source = c.up ? `<Data><DataUrl>file://${xml(srcLocal)}</DataUrl></Data>` : r.dtsData(r.dtsUrl(srcRel));
-        const sink = c.up ? r.dtsData(r.dtsUrl('up/')) : `<Data><DataUrl>file://${xml(out)}/</DataUrl></Data>`;
+        const source = c.up
+          ? `<Data><DataUrl>file://${xml(srcLocal)}</DataUrl></Data>`
+          : r.dtsData(r.dtsUrl(srcRel));
+        const sink = c.up
+          ? r.dtsData(r.dtsUrl('up/'))
+          : `<Data><DataUrl>file://${xml(out)}/</DataUrl></Data>`;
         fs.writeFileSync(doc, documentFor(source, sink));
         const rcloneArgs = [
           'copy',
           c.up ? srcLocal.replace(/\/$/, '') : r.rclone(srcRel.replace(/\/$/, '')),
           c.up ? r.rclone('up') : out,
-          '--transfers', String(PARALLEL),
-          '--checkers', String(PARALLEL),
-          '--config', '/dev/null',
+          '--transfers',
+          String(PARALLEL),
+          '--checkers',
+          String(PARALLEL),
+          '--config',
+          '/dev/null',
           ...r.rcloneFlags,
         ];
         const tools = [
@@ -342,19 +423,23 @@ export async function protocols() {
         for (let round = 0; round < rounds; round++) {
           for (let i = 0; i < tools.length; i++) {
             const t = tools[(i + round) % tools.length];
+            stopIfInterrupted();
             // A fresh, empty destination (the upload directory exists, owned by the server's account).
             fs.rmSync(dest, { recursive: true, force: true });
             fs.mkdirSync(dest);
             if (c.up) chownTree(dest, r.owner);
-            execFileSync('sync');
+            await run('sync');
             const label = `${c.name} ${p} ${t.name}`;
             try {
               const m = await t.run();
               const problem = verify(dest, c, c.big ? bigSum : treeSum);
               if (problem) throw new Error(`wrong result at the destination: ${problem}`);
               samples.get(t.name).push(m);
-              console.log(`  ${label}: ${m.wall.toFixed(2)} s, ${m.cpu.toFixed(2)} CPU s, ${(m.rss / 1e6).toFixed(0)} MB`);
+              console.log(
+                `  ${label}: ${m.wall.toFixed(2)} s, ${m.cpu.toFixed(2)} CPU s, ${(m.rss / 1e6).toFixed(0)} MB`,
+              );
             } catch (err) {
+              stopIfInterrupted();
               errors.get(t.name).push(err.message);
               failures.push(`${label} (round ${round + 1}): ${err.message}`);
               console.log(`  ${label}: FAILED (${firstLine(err.message)})`);
@@ -402,12 +487,18 @@ export async function protocols() {
       console.log(`\n${failures.length} failed run(s):`);
       for (const f of failures) console.log(`- ${f}`);
     }
+  } catch (err) {
+    if (!(err instanceof Interrupted)) throw err;
+    process.exitCode = 130;
   } finally {
+    await Promise.allSettled(servers.map((s) => s.stop()));
+    fs.rmSync(root, { recursive: true, force: true });
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await cleanup();
   }
 }
+
+class Interrupted extends Error {}
 
 /** Transpiles test/servers/*.ts (types stripped) into `dir` and imports them. */
 async function loadFixtures(dir) {
@@ -474,7 +565,12 @@ function inspect(dir, hashes) {
     }
   };
   walk(dir);
-  return { files, bytes, names, digest: hashes ? createHash('sha256').update(sums.sort().join('\n')).digest('hex') : '' };
+  return {
+    files,
+    bytes,
+    names,
+    digest: hashes ? createHash('sha256').update(sums.sort().join('\n')).digest('hex') : '',
+  };
 }
 
 /** Undefined when `dir` holds exactly what the case copies; otherwise what is wrong. */
@@ -505,7 +601,8 @@ function sha256File(file) {
 
 function chownTree(p, { uid, gid }) {
   fs.chownSync(p, uid, gid);
-  if (fs.statSync(p).isDirectory()) for (const n of fs.readdirSync(p)) chownTree(path.join(p, n), { uid, gid });
+  if (fs.statSync(p).isDirectory())
+    for (const n of fs.readdirSync(p)) chownTree(path.join(p, n), { uid, gid });
 }
 
 function xml(s) {
@@ -520,7 +617,10 @@ function curlQuote(s) {
 function listEnv(name, all) {
   const v = process.env[name];
   if (!v) return all;
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = list.filter((x) => !all.includes(x));
   if (bad.length) throw new Error(`${name}: unknown ${bad.join(', ')} (one of ${all.join(', ')})`);
   return all.filter((x) => list.includes(x));

@@ -153,7 +153,7 @@ describe.skipIf(skip !== undefined)('permanent errors on real servers', () => {
     'a full disk behind %s is a permanent XFR_NO_SPACE, tried once, leaving nothing',
     async (s) => {
       const { copy, events } = await copyTo(s, 'full', account(s).password);
-      expect(copy.state).toBe('Failed:Clean');
+      expect(copy.state, JSON.stringify(events.filter((e) => e.type === 'file.state'))).toBe('Failed:Clean');
       expect(copy.failures[0]?.error).toMatchObject({ code: 'XFR_NO_SPACE', kind: 'permanent' });
       expect(copy.failures[0]?.error.message).toContain('127.0.0.1');
       const attempts = events.filter(

@@ -125,13 +125,18 @@ describe('dts (top level)', () => {
     expect(r.stdout.trim()).toBe(pkg.version);
   });
 
-  it('lists only the commands that work', async () => {
+  it('lists exactly the commands that work, and each has its own help', async () => {
     const r = await dts(['--help']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('copy FILE');
-    expect(r.stdout).toContain('validate FILE');
-    for (const later of ['serve', 'submit', 'worker', 'status'])
+    const listed = [...r.stdout.matchAll(/^ {2}([a-z]+)\b/gm)].map((m) => m[1]);
+    expect(listed).toEqual(['copy', 'validate', 'serve', 'worker', 'submit', 'status']);
+    for (const later of ['api', 'cancel', 'suspend', 'resume', 'workers'])
       expect(r.stdout).not.toMatch(new RegExp(`^\\s+${later}\\b`, 'm'));
+    for (const command of listed) {
+      const h = await dts([command as string, '--help']);
+      expect(h.code, command).toBe(0);
+      expect(h.stdout, command).toContain(`dts ${command}`);
+    }
   });
 
   it('answers an unknown command with the help and exit 2', async () => {

@@ -388,7 +388,9 @@ class CopyRun {
     } catch (err) {
       const e = classifySystemError(err);
       const stop = this.stopReason();
-      if (stop || e.kind === 'cancelled') {
+      // Only a stop that was asked for makes a file Cancelled or Suspended; an adapter reporting
+      // "cancelled" on its own is a failure like any other, never a silent success of the copy.
+      if (stop) {
         if (stop !== 'suspend') await this.cleanup(pending);
         this.fileEvent(
           path,
@@ -619,13 +621,20 @@ class CopyRun {
       attemptAbort.abort(err);
       for (const p of pipes) p.destroy();
       input.destroy();
-      await Promise.allSettled(writes);
+      const settled = await Promise.allSettled(writes);
+      // What a sink itself reported outranks the aborts that followed it: a sink that fails first
+      // stops the source, and the source (or another sink) then sees only "aborted".
+      const sinkError = settled
+        .flatMap((r) => (r.status === 'rejected' ? [classifySystemError(r.reason)] : []))
+        .find((x) => x.kind !== 'cancelled');
       const e =
         err instanceof TransferError && err.code === 'XFR_INTEGRITY'
           ? err
-          : sinkFailure instanceof Error
-            ? classifySystemError(sinkFailure)
-            : markSource(classifySystemError(err, source.loc.displayUrl));
+          : !this.stopReason() && sinkError
+            ? sinkError
+            : sinkFailure instanceof Error
+              ? classifySystemError(sinkFailure)
+              : markSource(classifySystemError(err, source.loc.displayUrl));
       // A partial that does not fit (the source changed, or a sink holds fewer bytes than it should)
       // must not be resumed again: the retry starts that file from zero.
       if (e.code === 'XFR_INTEGRITY') await Promise.all(pending.map((t) => this.discardPartial(t)));

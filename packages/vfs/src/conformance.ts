@@ -618,7 +618,10 @@ export function runAdapterConformance(
             expect(
               retainedPeak,
               `memory retained while writing ${chunks} MiB: the adapter buffers instead of waiting for the server`,
-            ).toBeLessThan(16 * MiB);
+              // Half of what was written: an adapter that holds the source fails this by far; a
+              // pipelining one keeps its window (SFTP: 16 × 256 KiB plus ssh2's channel buffers) and
+              // the GC's noise on a loaded machine (18 MiB measured once under a full parallel suite).
+            ).toBeLessThan((chunks * MiB) / 2);
           }
           await adapter.remove(path);
         },
