@@ -469,6 +469,22 @@ describe('resume, retries and stopping', () => {
     expect(await fs.readdir(dst)).toEqual([]);
   });
 
+  it('a sink that reports "cancelled" on its own fails the file; it never counts as done', async () => {
+    await makeTree(src, { 'f.bin': 2 * MiB });
+    const inst = new InstrumentedAdapter();
+    inst.failWritesWith = Object.assign(new Error('The operation was aborted'), { name: 'AbortError' });
+    const registry = createDefaultRegistry().register(instrumentedFactory(inst));
+    const { events, onEvent } = collect();
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [fileUrl(path.join(src, 'f.bin'))], sinks: [[`inst://${dst}/`]] })),
+      { registry, onEvent, backoff: fast },
+    );
+    expect(result.state).toBe('Failed');
+    expect(result.copies[0]?.files).toEqual({ done: 0, skipped: 0, failed: 1 });
+    expect(fileEvents(events, 'Cancelled')).toEqual([]);
+    expect(await exists(path.join(dst, 'f.bin'))).toBe(false);
+  });
+
   it('cancel stops mid-file and removes the temporary file; suspend keeps it and a rerun resumes', async () => {
     await makeTree(src, { 'f.bin': 16 * MiB });
     const inst = new InstrumentedAdapter();

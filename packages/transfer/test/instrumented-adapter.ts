@@ -74,11 +74,17 @@ export class InstrumentedAdapter implements Adapter {
     stream.on('error', (e) => counter.destroy(e));
     return stream.pipe(counter);
   }
+  /** Every write fails with this after taking the first chunk (a sink that gives up on its own). */
+  failWritesWith?: Error;
   async write(
     path: string,
     data: Readable | AsyncIterable<Uint8Array>,
     options: WriteOptions = {},
   ): Promise<WriteResult> {
+    if (this.failWritesWith) {
+      for await (const _ of data as AsyncIterable<Uint8Array>) break;
+      throw this.failWritesWith;
+    }
     this.writesInFlight++;
     this.maxWritesInFlight = Math.max(this.maxWritesInFlight, this.writesInFlight);
     const slow = this.slowWrites?.match.test(path) ? this.slowWrites.delayMs : 0;
