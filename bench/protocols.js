@@ -464,7 +464,7 @@ export async function protocols() {
             case: c.name,
             protocol: p,
             tool: x.tool + (x.failed && x.m ? ` (${x.failed}/${rounds} failed)` : ''),
-            'MB/s': x.m ? (c.bytes / 1e6 / x.m.wall).toFixed(0) : 'FAILED',
+            'MB/s': x.m ? (c.bytes / 1e6 / x.m.wall).toFixed(0) : `FAILED ${x.failed}/${rounds}`,
             'files/s': x.m && !c.big ? (c.files / x.m.wall).toFixed(0) : '',
             'CPU s': x.m ? x.m.cpu.toFixed(2) : '',
             'peak RSS MB': x.m ? (x.m.rss / 1e6).toFixed(0) : '',

@@ -556,6 +556,36 @@ export function runAdapterConformance(
     });
 
     describe('streaming and cancellation', () => {
+      writing('write keeps nothing it has stored: 64 fresh 1 MiB chunks, little retained', async () => {
+        const gc = garbageCollector();
+        if (!gc) return; // without a collector there is nothing honest to measure
+        const dir = await scratch('retention');
+        const path = posix.join(dir, 'fresh.bin');
+        gc();
+        const baseline = process.memoryUsage().arrayBuffers;
+        const samples: number[] = [];
+        async function* source(): AsyncGenerator<Buffer> {
+          for (let k = 0; k < 64; k++) {
+            if (k > 0 && k % 16 === 0) {
+              gc?.();
+              samples.push(process.memoryUsage().arrayBuffers - baseline);
+            }
+            // A new buffer each time (unlike the ring below): an adapter that keeps a reference to
+            // every chunk it has sent grows by 1 MiB a chunk here.
+            yield Buffer.alloc(MiB, k);
+          }
+        }
+        const result = await adapter.write(path, source());
+        expect(result.bytes).toBe(64 * MiB);
+        // Between the samples at 16 and 48 MiB, 32 MiB went through: a bounded adapter holds the same
+        // window at both; one that keeps what it sent holds 32 MiB more.
+        const growth = (samples[2] ?? 0) - (samples[0] ?? 0);
+        expect(growth, `retained memory grew while writing (samples ${samples.join(', ')})`).toBeLessThan(
+          8 * MiB,
+        );
+        await adapter.remove(path);
+      });
+
       writing(
         'write respects back-pressure: a 64 MiB source is pulled no faster than it is stored',
         async () => {

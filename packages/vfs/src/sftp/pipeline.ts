@@ -166,13 +166,14 @@ export async function pipelinedWrite(
     wake = undefined;
     w?.();
   };
-  let failed: () => void = () => undefined;
-  const failedPromise = new Promise<undefined>((resolve) => {
-    failed = () => resolve(undefined);
-  });
+  // Waiters for a failure, each removed as soon as its own wait is over. Not one long-lived
+  // "failed" promise raced against every read: each Promise.race leaves a reaction on it that keeps
+  // that read's chunk reachable, so a long upload would hold every chunk it ever sent in memory.
+  const failWaiters = new Set<() => void>();
   const fail = (err: unknown) => {
     failure ??= err;
-    failed();
+    for (const w of failWaiters) w();
+    failWaiters.clear();
     wakeUp();
   };
   const onAbort = () => fail(cancelled(url, signal as AbortSignal));
@@ -206,7 +207,7 @@ export async function pipelinedWrite(
     while (failure === undefined) {
       let next: IteratorResult<Uint8Array | string> | undefined;
       try {
-        next = await nextOrFailure(iterator, failedPromise);
+        next = await nextOrFailure(iterator, failWaiters, () => failure !== undefined);
       } catch (err) {
         // The source failed (a read error at the other end): it is finished, nothing to close.
         exhausted = true;
@@ -259,13 +260,25 @@ export async function pipelinedWrite(
  */
 async function nextOrFailure<T>(
   iterator: AsyncIterator<T>,
-  failed: Promise<undefined>,
+  failWaiters: Set<() => void>,
+  hasFailed: () => boolean,
 ): Promise<IteratorResult<T> | undefined> {
-  const next = iterator.next();
-  const result = await Promise.race([next, failed]);
-  // What the source gives after a failure is not wanted; keep its rejection from going unhandled.
-  if (result === undefined) next.catch(() => undefined);
-  return result;
+  if (hasFailed()) return undefined;
+  return new Promise<IteratorResult<T> | undefined>((resolve, reject) => {
+    const onFail = () => resolve(undefined);
+    failWaiters.add(onFail);
+    iterator.next().then(
+      (result) => {
+        failWaiters.delete(onFail);
+        resolve(result);
+      },
+      (err: unknown) => {
+        failWaiters.delete(onFail);
+        // After a failure what the source says is not wanted (resolve already happened): no unhandled rejection.
+        reject(err);
+      },
+    );
+  });
 }
 
 /**
