@@ -577,12 +577,13 @@ export function runAdapterConformance(
         }
         const result = await adapter.write(path, source());
         expect(result.bytes).toBe(64 * MiB);
-        // Between the samples at 16 and 48 MiB, 32 MiB went through: a bounded adapter holds the same
-        // window at both; one that keeps what it sent holds 32 MiB more.
-        const growth = (samples[2] ?? 0) - (samples[0] ?? 0);
-        expect(growth, `retained memory grew while writing (samples ${samples.join(', ')})`).toBeLessThan(
-          8 * MiB,
-        );
+        // 16 MiB go through between samples: an adapter that keeps what it sent grows by about that
+        // at every step; a bounded one may spike once (a socket backlog on a loaded machine) but does
+        // not grow step after step.
+        expect(
+          sustainedGrowth(samples),
+          `retained memory grew at every step while writing (samples ${samples.join(', ')})`,
+        ).toBe(false);
         await adapter.remove(path);
       });
 
@@ -645,13 +646,12 @@ export function runAdapterConformance(
           }
           expect(offset).toBe(chunks * MiB);
           if (gc && samples.length >= 3) {
-            // Growth, not level: a pipelining adapter holds the same window (and the machine's GC
-            // noise) at 16 and at 48 MiB; one that copies and queues the source holds 32 MiB more.
-            const growth = (samples[2] as number) - (samples[0] as number);
+            // Growth, not level: a pipelining adapter holds about the same window at every sample; one
+            // that copies and queues the source grows by the 16 MiB written between samples each time.
             expect(
-              growth,
-              `memory retained while writing ${chunks} MiB grew (samples ${samples.join(', ')}): the adapter buffers instead of waiting for the server`,
-            ).toBeLessThan(8 * MiB);
+              sustainedGrowth(samples),
+              `memory retained while writing ${chunks} MiB grew at every step (samples ${samples.join(', ')}): the adapter buffers instead of waiting for the server`,
+            ).toBe(false);
           }
           await adapter.remove(path);
         },
@@ -895,6 +895,12 @@ function adler32(data: Uint8Array): string {
     b %= 65521;
   }
   return (b * 65536 + a).toString(16).padStart(8, '0');
+}
+
+/** True when every step between memory samples grew by more than 8 MiB (what holding the data does). */
+function sustainedGrowth(samples: readonly number[]): boolean {
+  if (samples.length < 3) return false;
+  return samples.slice(1).every((v, i) => v - (samples[i] as number) > 8 * MiB);
 }
 
 /** A full garbage collection, where the runtime lets us have one (`--expose-gc`, or switched on here). */
