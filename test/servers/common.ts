@@ -2,6 +2,7 @@
  * Shared kit for the real-server fixtures in test/servers/: free loopback ports, readiness by probing
  * (never by sleeping), the missing-server policy, and a TCP proxy that cuts connections for fault tests.
  */
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
@@ -144,4 +145,30 @@ export class CutProxy {
     pipe(client, upstream, 'up');
     pipe(upstream, client, 'down');
   }
+}
+
+/** A SHA-512 crypt hash of `password` (`openssl passwd -6`), for a fixture's throwaway account. */
+export async function opensslPasswd(password: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = execFile('openssl', ['passwd', '-6', '-stdin'], (err, stdout) =>
+      err ? reject(err) : resolve(stdout.trim()),
+    );
+    p.stdin?.end(`${password}\n`);
+  });
+}
+
+/** A uid (and the same gid) no account or group on this host uses, searching upwards from `start`. */
+export function unusedId(passwd: string, group: string, start: number): number {
+  const used = new Set<number>();
+  for (const line of [...passwd.split('\n'), ...group.split('\n')]) {
+    const id = Number(line.split(':')[2]);
+    if (Number.isInteger(id)) used.add(id);
+  }
+  let id = start;
+  while (used.has(id)) id++;
+  return id;
+}
+
+export function withNewline(s: string): string {
+  return s === '' || s.endsWith('\n') ? s : `${s}\n`;
 }

@@ -22,7 +22,15 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { freePort, missingServer, tempDir, waitForPort } from './common.js';
+import {
+  freePort,
+  missingServer,
+  opensslPasswd,
+  tempDir,
+  unusedId,
+  waitForPort,
+  withNewline,
+} from './common.js';
 
 const run = promisify(execFile);
 
@@ -89,7 +97,7 @@ export async function startSshd(): Promise<SshdServer> {
 
   const passwd = await fs.readFile('/etc/passwd', 'utf8');
   const group = await fs.readFile('/etc/group', 'utf8');
-  const uid = unusedId(passwd, group);
+  const uid = unusedId(passwd, group, 61_234);
   const passwordHash = await opensslPasswd(PASSWORD);
   await fs.writeFile(
     path.join(etc, 'passwd'),
@@ -231,29 +239,4 @@ export async function startSshd(): Promise<SshdServer> {
 export function fingerprintOf(keyLine: string): string {
   const blob = Buffer.from(keyLine.trim().split(/\s+/)[1] ?? '', 'base64');
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
-}
-
-async function opensslPasswd(password: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = execFile('openssl', ['passwd', '-6', '-stdin'], (err, stdout) =>
-      err ? reject(err) : resolve(stdout.trim()),
-    );
-    p.stdin?.end(`${password}\n`);
-  });
-}
-
-/** A uid (and the same gid) no account or group on this host uses. */
-function unusedId(passwd: string, group: string): number {
-  const used = new Set<number>();
-  for (const line of [...passwd.split('\n'), ...group.split('\n')]) {
-    const id = Number(line.split(':')[2]);
-    if (Number.isInteger(id)) used.add(id);
-  }
-  let id = 61_234;
-  while (used.has(id)) id++;
-  return id;
-}
-
-function withNewline(s: string): string {
-  return s === '' || s.endsWith('\n') ? s : `${s}\n`;
 }

@@ -27,7 +27,15 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { promisify } from 'node:util';
-import { CutProxy, freePort, missingServer, tempDir } from './common.js';
+import {
+  CutProxy,
+  freePort,
+  missingServer,
+  opensslPasswd,
+  tempDir,
+  unusedId,
+  withNewline,
+} from './common.js';
 
 const run = promisify(execFile);
 
@@ -112,7 +120,7 @@ export async function startVsftpd(options: VsftpdOptions = {}): Promise<VsftpdSe
   const passwd = await fs.readFile('/etc/passwd', 'utf8');
   const group = await fs.readFile('/etc/group', 'utf8');
   const shadow = await fs.readFile('/etc/shadow', 'utf8').catch(() => '');
-  const uid = unusedId(passwd, group);
+  const uid = unusedId(passwd, group, 62_345);
   const passwordHash = await opensslPasswd(PASSWORD);
   await fs.writeFile(
     path.join(etc, 'passwd'),
@@ -383,29 +391,4 @@ async function waitForGreeting(
     if (Date.now() > deadline) throw new Error(`no 220 greeting on ${host}:${port} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-async function opensslPasswd(password: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = execFile('openssl', ['passwd', '-6', '-stdin'], (err, stdout) =>
-      err ? reject(err) : resolve(stdout.trim()),
-    );
-    p.stdin?.end(`${password}\n`);
-  });
-}
-
-/** A uid (and the same gid) no account or group on this host uses. */
-function unusedId(passwd: string, group: string): number {
-  const used = new Set<number>();
-  for (const line of [...passwd.split('\n'), ...group.split('\n')]) {
-    const id = Number(line.split(':')[2]);
-    if (Number.isInteger(id)) used.add(id);
-  }
-  let id = 62_345;
-  while (used.has(id)) id++;
-  return id;
-}
-
-function withNewline(s: string): string {
-  return s === '' || s.endsWith('\n') ? s : `${s}\n`;
 }
