@@ -109,7 +109,7 @@ const pageQuery = {
   cursor: { type: 'string', description: 'The previous page’s nextCursor' },
 } as const;
 
-const CONTROL_TARGET: Record<ControlType, StoredJobState> = {
+const CONTROL_TARGET: Record<Exclude<ControlType, 'start' | 'drop'>, StoredJobState> = {
   cancel: 'Cancelled',
   suspend: 'Suspended',
   resume: 'Running',

@@ -19,11 +19,14 @@ export interface SubmitMessage {
   readonly credentials?: SealedBox;
 }
 
-export type ControlType = 'cancel' | 'suspend' | 'resume';
+/** A user's `cancel`/`suspend`/`resume`, or the recorder's answer to a claim: `start`, `drop`, `cancel`. */
+export type ControlType = 'cancel' | 'suspend' | 'resume' | 'start' | 'drop';
 
 /** `broker.publishControl(workerId, { body: JSON of this })`. */
 export interface ControlMessage {
   readonly v: 1;
   readonly type: ControlType;
   readonly jobId: string;
+  /** On an answer to a claim: the run claimed. */
+  readonly run?: number;
 }

@@ -5,10 +5,18 @@
  * At-least-once end to end: an event is acked only after `applyEvents` committed it, and the store
  * applies each event id once, so a redelivery after a crash changes nothing. Deliveries that arrive
  * together are recorded in one transaction (one fsync) — the broker's prefetch bounds the batch.
+ *
+ * It also answers every claim (`job.claimed`) once the claim is recorded, with a control message to
+ * the claiming worker: `start`, or `cancel` when the store holds the job Cancelled (cancelled while
+ * its message was still queued: the broker cannot take a message back out of a queue), or `drop` when
+ * the job is already finished or unknown. A worker runs a claimed job only after `start`, so a
+ * cancelled job never moves a byte. The claim is acked after its answer is confirmed; a redelivered
+ * claim (a duplicate for the store) is answered again, and the worker ignores a repeated answer.
  */
 import { EventEmitter } from 'node:events';
-import type { Broker, Delivery, Subscription } from '@dts/messaging';
-import type { EventMessage, JobStore } from '@dts/store';
+import { type Broker, BrokerError, type Delivery, type Subscription } from '@dts/messaging';
+import { type EventMessage, isTerminalJobState, type JobStore, SYSTEM } from '@dts/store';
+import type { ControlMessage } from './messages.js';
 
 /** The in-process notifier between the recorder (and the API's own transitions) and SSE streams. */
 export class JobNotifier extends EventEmitter {
@@ -95,12 +103,54 @@ export async function startRecorder(o: RecorderOptions): Promise<Recorder> {
       if (r?.status === 'invalid') {
         logger?.warn({ eventId: v.event.id, reason: r.reason }, 'invalid event dropped');
       }
+      if (v.event.type === 'job.claimed' && r?.status !== 'invalid') {
+        if (!(await answerClaim(v.event))) {
+          await v.delivery.requeue();
+          continue;
+        }
+      }
       await v.delivery.ack();
       if (r?.status === 'applied' && 'jobId' in v.event && typeof v.event.jobId === 'string') {
         changed.add(v.event.jobId);
       }
     }
     for (const jobId of changed) notify?.jobChanged(jobId);
+  };
+
+  /** Tells the claiming worker whether to run the job. False when the answer could not be sent. */
+  const answerClaim = async (e: Extract<EventMessage, { type: 'job.claimed' }>): Promise<boolean> => {
+    try {
+      const job = await store.getJob(e.jobId, SYSTEM);
+      const type: ControlMessage['type'] = !job
+        ? 'drop'
+        : job.state === 'Cancelled'
+          ? 'cancel'
+          : isTerminalJobState(job.state)
+            ? 'drop'
+            : 'start';
+      const answer: ControlMessage = { v: 1, type, jobId: e.jobId, run: e.run ?? 1 };
+      // False: the worker has no control queue any more (it is gone); its running queue is the
+      // reaper's, and the next claim of the job is answered then.
+      await broker.publishControl(e.workerId, {
+        body: Buffer.from(JSON.stringify(answer)),
+        headers: { jobId: e.jobId },
+      });
+      return true;
+    } catch (err) {
+      if (err instanceof BrokerError && err.kind === 'permanent') {
+        // A worker id the broker refuses: no answer can ever reach it.
+        logger?.warn(
+          { jobId: e.jobId, err: err.message },
+          'claim not answered: the broker refuses its worker id',
+        );
+        return true;
+      }
+      logger?.error(
+        { jobId: e.jobId, workerId: e.workerId, err: (err as Error).message },
+        'answering a claim failed; it will be answered when the claim is delivered again',
+      );
+      return false;
+    }
   };
 
   const sub: Subscription = await broker.consumeEvents(

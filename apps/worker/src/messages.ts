@@ -16,13 +16,21 @@ export interface SubmitMessage {
   readonly credentials?: SealedBox;
 }
 
-export type ControlType = 'cancel' | 'suspend' | 'resume';
+/**
+ * `cancel`, `suspend`, `resume`: a user's request through the API. `start` and `drop` are the
+ * service's answer to a claim (see `job.claimed` in apps/worker/README.md): `start` — the store has
+ * recorded the claim, run the job; `drop` — the job is finished or unknown, do not run it (a
+ * `cancel` answer ends it Cancelled without moving bytes).
+ */
+export type ControlType = 'cancel' | 'suspend' | 'resume' | 'start' | 'drop';
 
 /** Body (JSON) of a control message to one worker. */
 export interface ControlMessage {
   readonly v: 1;
   readonly type: ControlType;
   readonly jobId: string;
+  /** The run (claim) an answer is for: a worker holding another run of the job ignores it. */
+  readonly run?: number;
 }
 
 /** Thrown by the parsers with a reason fit for a dead letter (never quoting the body). */
@@ -72,7 +80,7 @@ export function parseSubmitMessage(body: Uint8Array): SubmitMessage {
   return m as unknown as SubmitMessage;
 }
 
-const CONTROL_TYPES: readonly ControlType[] = ['cancel', 'suspend', 'resume'];
+const CONTROL_TYPES: readonly ControlType[] = ['cancel', 'suspend', 'resume', 'start', 'drop'];
 
 /** Parses a control message. Throws {@link MalformedMessageError}. */
 export function parseControlMessage(body: Uint8Array): ControlMessage {
@@ -83,6 +91,9 @@ export function parseControlMessage(body: Uint8Array): ControlMessage {
   }
   if (typeof m.jobId !== 'string' || m.jobId === '') {
     throw new MalformedMessageError('malformed control message: jobId is missing');
+  }
+  if (m.run !== undefined && !(Number.isSafeInteger(m.run) && (m.run as number) >= 1)) {
+    throw new MalformedMessageError('malformed control message: run is not an integer ≥ 1');
   }
   return m as unknown as ControlMessage;
 }

@@ -102,6 +102,11 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const active = new Map<string, ActiveJob>();
   /** Jobs suspended by a control message: still in our running queue, waiting for `resume`. */
   const suspended = new Map<string, { messageId: string; run: number }>();
+  /**
+   * Jobs claimed and held in our running queue, waiting for the service's answer to the claim
+   * (`start`, `cancel`, `drop`): a job cancelled while it was queued never moves a byte.
+   */
+  const awaiting = new Map<string, Omit<ActiveJob, 'controller' | 'promise'>>();
   /** Jobs asked to resume or cancel while their suspension was still under way. */
   const afterSuspend = new Map<string, 'resume' | 'cancel'>();
   /** Slots taken by deliveries being prepared (parse, open, hand-off) but not yet in `active`. */
@@ -144,8 +149,10 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   // ---------------------------------------------------------------------------------------------
   // Heartbeats
 
+  /** Slots taken: running, being prepared, or claimed and waiting for the answer. */
+  const taken = () => active.size + preparing + awaiting.size;
   const state = (): WorkerState =>
-    stopped ? 'stopped' : draining ? 'draining' : active.size + preparing > 0 ? 'busy' : 'idle';
+    stopped ? 'stopped' : draining ? 'draining' : taken() > 0 ? 'busy' : 'idle';
   let lastState: WorkerState | undefined;
   const heartbeat = () => {
     const s = state();
@@ -159,7 +166,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       pool: o.pool,
       ...(o.selector ? { selector: o.selector } : {}),
       state: s,
-      runningJobs: [...active.keys(), ...suspended.keys()],
+      runningJobs: [...active.keys(), ...awaiting.keys(), ...suspended.keys()],
       ...(o.version ? { version: o.version } : {}),
     };
     // Not retried: the next heartbeat supersedes this one.
@@ -275,7 +282,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   };
 
   const onJob = async (d: JobDelivery): Promise<void> => {
-    if (draining || stopped || active.size + preparing >= concurrency) {
+    if (draining || stopped || taken() >= concurrency) {
       // Raced with a pause: back to the queue for another worker.
       await d.requeue();
       return;
@@ -292,7 +299,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         await d.deadLetter(reason);
         return;
       }
-      if (active.has(msg.jobId) || suspended.has(msg.jobId)) {
+      if (active.has(msg.jobId) || awaiting.has(msg.jobId) || suspended.has(msg.jobId)) {
         // A duplicate (at-least-once) of a job this worker already holds in its running queue.
         logger.warn(
           { workerId, jobId: msg.jobId, messageId: d.messageId },
@@ -322,6 +329,8 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       }
       const job = { jobId: msg.jobId, messageId: running.messageId, run: running.deliveryCount, spec };
       logger.info({ workerId, jobId: job.jobId, run: job.run }, 'job claimed');
+      // It runs when the service answers the claim (`start`): the store may hold it Cancelled.
+      awaiting.set(job.jobId, job);
       void publish({
         id: uuidv7(),
         jobId: job.jobId,
@@ -331,7 +340,6 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         at: new Date().toISOString(),
         host,
       });
-      execute(job);
     } finally {
       preparing--;
       stateChanged();
@@ -342,7 +350,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   /** Opens the job consumer when there is room, closes it when full (no job waits unacked on a busy worker). */
   const refill = async (): Promise<void> => {
     if (subscribing) await subscribing;
-    const want = !draining && !stopped && active.size + preparing < concurrency;
+    const want = !draining && !stopped && taken() < concurrency;
     if (want && !jobSub) {
       subscribing = (async () => {
         try {
@@ -414,6 +422,50 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       return;
     }
     logger.info({ workerId, jobId: c.jobId, type: c.type }, 'control message');
+    const waiting = awaiting.get(c.jobId);
+    const heldRun = active.get(c.jobId)?.run ?? waiting?.run ?? suspended.get(c.jobId)?.run;
+    if (c.run !== undefined && c.run !== heldRun) {
+      // An answer to another claim of this job (a repeat, or a run this worker no longer holds).
+      await d.ack();
+      return;
+    }
+    if (waiting) {
+      // The answer to our claim (or a user's request that overtook it).
+      if (c.type === 'start' && !draining && !stopped) {
+        // (While draining, a job that has not started stays put: the drain hands it back.)
+        awaiting.delete(c.jobId);
+        execute(waiting);
+      } else if (c.type === 'cancel') {
+        // Cancelled while it was queued: the engine never starts (partial files of an earlier run,
+        // if any, stay where they are, named by the earlier run's events).
+        awaiting.delete(c.jobId);
+        await publish(
+          jobEvent(waiting, {
+            type: 'job.state',
+            at: new Date().toISOString(),
+            state: 'Cancelled',
+            detail: 'cancelled before it started',
+          }),
+        );
+        await retryBroker(() => broker.completeRunning(workerId, waiting.messageId), 'completeRunning');
+      } else if (c.type === 'drop') {
+        awaiting.delete(c.jobId);
+        logger.info({ workerId, jobId: c.jobId }, 'the service holds the job as finished: not run');
+        await retryBroker(() => broker.completeRunning(workerId, waiting.messageId), 'completeRunning');
+      } else if (c.type === 'suspend') {
+        awaiting.delete(c.jobId);
+        suspended.set(c.jobId, { messageId: waiting.messageId, run: waiting.run });
+      }
+      stateChanged();
+      void refill();
+      await d.ack();
+      return;
+    }
+    if (c.type === 'start' || c.type === 'drop') {
+      // A repeated answer for a job already started or gone.
+      await d.ack();
+      return;
+    }
     const running = active.get(c.jobId);
     const held = suspended.get(c.jobId);
     const suspending = running?.controller.signal.aborted && running.controller.signal.reason === 'suspend';
@@ -466,6 +518,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         while (preparing > 0) await sleep(20);
         await suspendAll();
         suspended.clear();
+        awaiting.clear();
         const r = await retryBroker(
           () => broker.releaseRunning(workerId, { countDelivery: false }),
           'release',

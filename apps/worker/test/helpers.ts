@@ -89,7 +89,11 @@ export interface EventLog {
   close(): Promise<void>;
 }
 
-export async function recordEvents(broker: Broker): Promise<EventLog> {
+/**
+ * Consumes the events queue. Like the service's recorder it answers each claim, here always with
+ * `start` (`answerClaims: false` leaves claims unanswered, so the test answers them itself).
+ */
+export async function recordEvents(broker: Broker, o: { answerClaims?: boolean } = {}): Promise<EventLog> {
   const raw: string[] = [];
   const events: EventMessage[] = [];
   const waiters: Array<{ pred: (e: EventMessage) => boolean; resolve: (e: EventMessage) => void }> = [];
@@ -98,6 +102,10 @@ export async function recordEvents(broker: Broker): Promise<EventLog> {
     raw.push(text);
     const e = JSON.parse(text) as EventMessage;
     events.push(e);
+    if (e.type === 'job.claimed' && o.answerClaims !== false) {
+      const answer = { v: 1, type: 'start', jobId: e.jobId, run: e.run };
+      await broker.publishControl(e.workerId as string, { body: Buffer.from(JSON.stringify(answer)) });
+    }
     for (const w of [...waiters]) {
       if (w.pred(e)) {
         waiters.splice(waiters.indexOf(w), 1);

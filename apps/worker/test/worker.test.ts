@@ -313,6 +313,44 @@ describe('worker', () => {
     expect(log.forJob(jobId)).toHaveLength(0);
   });
 
+  it('runs a claimed job only when the service answers start; cancel and drop answers move no byte', async () => {
+    await log.close();
+    log = await recordEvents(broker, { answerClaims: false });
+    const w = await worker({ concurrency: 3 });
+    const jobs: Record<string, { jobId: string; dst: string }> = {};
+    for (const name of ['start', 'cancel', 'drop']) {
+      const src = path.join(dir, `${name}.bin`);
+      await randomFile(src, 1000);
+      const dst = path.join(dir, 'out', `${name}.bin`);
+      jobs[name] = { jobId: await submit(broker, ring, fileJob(src, dst)), dst };
+    }
+    const claims = await Promise.all(
+      Object.values(jobs).map((j) => log.waitFor((e) => e.type === 'job.claimed' && e.jobId === j.jobId)),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    // Claimed, unanswered: nothing ran.
+    for (const j of Object.values(jobs)) expect(await exists(j.dst)).toBe(false);
+    expect(log.events.filter((e) => e.type === 'job.state')).toEqual([]);
+    for (const [name, j] of Object.entries(jobs)) {
+      const run = claims.find((c) => 'jobId' in c && c.jobId === j.jobId)?.run;
+      await broker.publishControl(w.id, {
+        body: Buffer.from(JSON.stringify({ v: 1, type: name, jobId: j.jobId, run })),
+      });
+    }
+    await log.waitFor(isJobState(jobs.start?.jobId as string, 'Done'));
+    await log.waitFor(isJobState(jobs.cancel?.jobId as string, 'Cancelled'));
+    await waitUntil(async () => (await broker.listRunning(w.id)).length === 0);
+    expect(await exists(jobs.start?.dst as string)).toBe(true);
+    expect(await exists(jobs.cancel?.dst as string)).toBe(false);
+    expect(await exists(jobs.drop?.dst as string)).toBe(false);
+    expect(log.forJob(jobs.drop?.jobId as string).map((e) => e.type)).toEqual(['job.claimed']);
+    expect(
+      log
+        .forJob(jobs.cancel?.jobId as string)
+        .filter((e) => e.type === 'file.state' && e.state !== 'Cancelled'),
+    ).toEqual([]);
+  });
+
   it('a malformed submit message is dead-lettered', async () => {
     await worker();
     await broker.publishJob({ pool: 'p1', body: Buffer.from('{"v":1,"jobId":"j"}') });

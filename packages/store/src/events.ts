@@ -30,8 +30,9 @@ export interface JobClaimedEvent {
   readonly host: string;
 }
 
-export type WorkerState = 'idle' | 'busy' | 'draining' | 'stopped';
-export const WORKER_STATES: readonly WorkerState[] = ['idle', 'busy', 'draining', 'stopped'];
+/** `gone` is never reported by a worker: the reaper sets it on a worker silent past its grace period. */
+export type WorkerState = 'idle' | 'busy' | 'draining' | 'stopped' | 'gone';
+export const WORKER_STATES: readonly WorkerState[] = ['idle', 'busy', 'draining', 'stopped', 'gone'];
 
 /** A worker is alive; sent every few seconds and on every change of its state. */
 export interface WorkerHeartbeatEvent {

@@ -844,7 +844,17 @@ export class SqliteJobStore implements JobStore {
       }
     }
     if (isTerminalJobState(job.state) || run <= job.closed_run) return changed;
-    if (!supersedes(run, JOB_RANK[to], job.attempts, JOB_RANK[job.state])) return changed;
+    if (
+      !supersedes(run, JOB_RANK[to], job.attempts, JOB_RANK[job.state]) &&
+      !(
+        job.state === 'Suspended' &&
+        run === job.attempts &&
+        to === 'Running' &&
+        this.resumedAfterSuspension(job.id, run, at, 'job.state')
+      )
+    ) {
+      return changed;
+    }
     const terminal = isTerminalJobState(to);
     this.sql(
       `UPDATE jobs SET state = @to, state_detail = @detail, attempts = max(attempts, @run),
@@ -861,6 +871,27 @@ export class SqliteJobStore implements JobStore {
       now,
     });
     return true;
+  }
+
+  /**
+   * The exception to rule 3 (`states.ts`): a job resumed in place by its worker runs on in the same
+   * run, so after a suspension a lower-ranked state (Running, Transferring) is news when it happened
+   * after the run's last `Suspended` of that record; a late event from before the suspension is not.
+   * Asked only of a record that is Suspended now, hence rarely.
+   */
+  private resumedAfterSuspension(
+    jobId: string,
+    run: number,
+    at: number,
+    type: 'job.state' | 'copy.state' | 'file.state',
+    copyId?: string,
+    path?: string,
+  ): boolean {
+    const row = this.sql<{ t: number | null }>(
+      `SELECT max(at) AS t FROM events WHERE job_id = ? AND run = ? AND type = ?
+         AND coalesce(copy_id, '') = ? AND coalesce(path, '') = ? AND json_extract(body, '$.state') = 'Suspended'`,
+    ).get(jobId, run, type, copyId ?? '', path ?? '');
+    return row?.t != null && at > row.t;
   }
 
   /** Makes sure the copy's row exists (files reference it), reading it at most once per batch. */
@@ -887,7 +918,17 @@ export class SqliteJobStore implements JobStore {
 
   private applyCopyState(e: Extract<JobEvent, { type: 'copy.state' }>, run: number, batch: Batch): boolean {
     const copy = this.copyRow(e.jobId, e.copyId, batch.now);
-    if (!supersedes(run, COPY_RANK[e.state], copy.run, COPY_RANK[copy.state])) return false;
+    if (
+      !supersedes(run, COPY_RANK[e.state], copy.run, COPY_RANK[copy.state]) &&
+      !(
+        copy.state === 'Suspended' &&
+        run === copy.run &&
+        COPY_RANK[e.state] < COPY_RANK.Suspended &&
+        this.resumedAfterSuspension(e.jobId, run, Date.parse(e.at), 'copy.state', e.copyId)
+      )
+    ) {
+      return false;
+    }
     this.sql(
       `UPDATE copies SET state = ?, run = ?, error = ?, left_behind = ?, updated_at = ?
        WHERE job_id = ? AND copy_id = ?`,
@@ -946,7 +987,14 @@ export class SqliteJobStore implements JobStore {
       error: json(e.error),
       updated_at: batch.now,
     });
-    if (!old || supersedes(run, FILE_RANK[e.state], old.run, FILE_RANK[old.state])) {
+    if (
+      !old ||
+      supersedes(run, FILE_RANK[e.state], old.run, FILE_RANK[old.state]) ||
+      (old.state === 'Suspended' &&
+        run === old.run &&
+        FILE_RANK[e.state] < FILE_RANK.Suspended &&
+        this.resumedAfterSuspension(e.jobId, run, Date.parse(e.at), 'file.state', e.copyId, e.path))
+    ) {
       next = fromEvent();
     } else if (run === old.run && e.state === old.state && FILE_RANK[e.state] < FILE_RANK.Done) {
       // Same run, same unfinished state: a later attempt restarts the count; within one attempt
@@ -1104,6 +1152,19 @@ export class SqliteJobStore implements JobStore {
         lastHeartbeat: iso(r.last_heartbeat),
       }));
     });
+  }
+
+  async markWorkerGone(id: string, lastHeartbeat: string): Promise<boolean> {
+    const at = Date.parse(lastHeartbeat);
+    if (!isNonEmptyString(id) || Number.isNaN(at)) {
+      throw new StoreError('STORE_BAD_INPUT', 'markWorkerGone needs a worker id and an ISO 8601 time');
+    }
+    return this.write(
+      () =>
+        this.sql(
+          `UPDATE workers SET state = 'gone' WHERE id = ? AND last_heartbeat <= ? AND state != 'gone'`,
+        ).run(id, at).changes > 0,
+    );
   }
 
   async close(): Promise<void> {

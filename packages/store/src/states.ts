@@ -8,7 +8,8 @@
  * 1. An event from an older run than the record's never changes it (a slow worker's late news).
  * 2. An event from a newer run replaces it (a retried or resumed job really does start again).
  * 3. Within one run a state only moves forward by rank; an equal rank keeps what is there (the
- *    first terminal state wins), so a late `Transferring` never overwrites `Done`.
+ *    first terminal state wins), so a late `Transferring` never overwrites `Done`. Except after a
+ *    resume in place: a `Suspended` record takes a lower-ranked state that happened after it (`at`).
  * 4. A job in a terminal state stays there (for jobs only: late file and copy events still count), and
  *    a run the service has closed (requeued after its worker died) no longer moves the job.
  */
@@ -60,7 +61,11 @@ export function isTerminalJobState(s: StoredJobState): boolean {
   return TERMINAL_JOB_STATES.has(s);
 }
 
-/** Rank within one run: a job only moves to a higher rank. Suspended ends a run (resume is a new one). */
+/**
+ * Rank within one run: a job only moves to a higher rank. The one way down: a worker that resumes a
+ * suspended job in place goes on in the same run, so a Running (a copy's or file's Transferring) that
+ * happened after the run's last Suspended replaces it (`SqliteJobStore`, "resumed after suspension").
+ */
 export const JOB_RANK: Readonly<Record<StoredJobState, number>> = {
   Pending: 0,
   Scheduled: 0,
@@ -117,9 +122,10 @@ export const JOB_TRANSITIONS: Readonly<Record<StoredJobState, readonly StoredJob
   // Resumed by queueing it again (Pending) or in place (Running).
   Suspended: ['Pending', 'Running', 'Cancelled', 'Expired', 'Failed'],
   Done: [],
-  Failed: [],
+  // Pending again only when an operator requeues its dead letter (expired, or a poison job).
+  Failed: ['Pending'],
   Cancelled: [],
-  Expired: [],
+  Expired: ['Pending'],
 };
 
 /** File states that count in a copy's `files.done` / `skipped` / `failed`. */

@@ -245,6 +245,12 @@ export interface JobStore {
   /** Workers by id; with `liveWithinMs`, only those heard from within that many ms. */
   listWorkers(options?: { readonly liveWithinMs?: number }): Promise<WorkerRecord[]>;
 
+  /**
+   * The reaper's mark: the worker is `gone` (its running jobs were handed back). Changes nothing and
+   * resolves false when a heartbeat newer than `lastHeartbeat` has arrived meanwhile (it is alive).
+   */
+  markWorkerGone(id: string, lastHeartbeat: string): Promise<boolean>;
+
   /** Scheduled jobs whose StartNotBefore has come, earliest first (for the scheduler). */
   listDueJobs(now: Date, limit?: number): Promise<JobSummary[]>;
 

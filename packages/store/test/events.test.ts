@@ -407,3 +407,60 @@ describe('workers', () => {
     });
   });
 });
+
+describe('resume in place (same run)', () => {
+  it('a resumed job shows Running again, then its terminal state; news from before the suspension does not move it', async () => {
+    const at = (s: number) => new Date(Date.parse(AT) + s * 1000).toISOString();
+    const ev = (e: Partial<JobEvent> & Pick<JobEvent, 'type'>, s: number): JobEvent =>
+      ({ id: eid(), jobId, run: 1, workerId: 'w1', at: at(s), ...e }) as JobEvent;
+    const file = (state: 'Transferring' | 'Suspended' | 'Done', s: number, bytes: number): JobEvent =>
+      ({ ...fileEvent(jobId, 'a', state, { run: 1, size: 100, bytes }), at: at(s) }) as JobEvent;
+    await store.applyEvents([
+      ev({ type: 'job.claimed', host: 'h1' } as Partial<JobEvent> & Pick<JobEvent, 'type'>, 0),
+      ev({ type: 'job.state', state: 'Running' }, 1),
+      ev({ type: 'copy.state', copyId: 'raw', state: 'Transferring' }, 1),
+      file('Transferring', 2, 0),
+      file('Suspended', 5, 40),
+      ev({ type: 'copy.state', copyId: 'raw', state: 'Suspended' }, 5),
+      ev({ type: 'job.state', state: 'Suspended' }, 5),
+    ]);
+    expect((await job()).state).toBe('Suspended');
+    // A late repeat of news from before the suspension (another id, an earlier time) changes nothing.
+    await store.applyEvents([ev({ type: 'job.state', state: 'Running' }, 3), file('Transferring', 3, 10)]);
+    expect((await job()).state).toBe('Suspended');
+    expect((await files())[0]?.state).toBe('Suspended');
+    // The worker resumes it in place: same run, later times.
+    await store.applyEvents([
+      ev({ type: 'job.state', state: 'Running' }, 10),
+      ev({ type: 'copy.state', copyId: 'raw', state: 'Transferring' }, 10),
+      file('Transferring', 11, 40),
+    ]);
+    const resumed = await job();
+    expect(resumed.state).toBe('Running');
+    expect(resumed.attempts).toBe(1);
+    expect(resumed.copies.find((c) => c.id === 'raw')?.state).toBe('Transferring');
+    expect((await files())[0]?.state).toBe('Transferring');
+    await store.applyEvents([
+      file('Done', 12, 100),
+      ev({ type: 'copy.state', copyId: 'raw', state: 'Done' }, 12),
+      ev({ type: 'job.state', state: 'Done' }, 13),
+    ]);
+    expect((await job()).state).toBe('Done');
+    expect((await files())[0]?.state).toBe('Done');
+  });
+});
+
+describe('gone workers', () => {
+  it('markWorkerGone marks a silent worker, but not one heard from since', async () => {
+    await store.heartbeat({ id: 'w1', host: 'h1', pool: 'p', state: 'busy', at: new Date(1000) });
+    const [seen] = await store.listWorkers();
+    await store.heartbeat({ id: 'w1', host: 'h1', pool: 'p', state: 'busy', at: new Date(2000) });
+    expect(await store.markWorkerGone('w1', seen?.lastHeartbeat as string)).toBe(false);
+    expect((await store.listWorkers())[0]?.state).toBe('busy');
+    expect(await store.markWorkerGone('w1', new Date(2000).toISOString())).toBe(true);
+    expect((await store.listWorkers())[0]?.state).toBe('gone');
+    // Alive again: its next heartbeat wins.
+    await store.heartbeat({ id: 'w1', host: 'h1', pool: 'p', state: 'idle', at: new Date(3000) });
+    expect((await store.listWorkers())[0]?.state).toBe('idle');
+  });
+});

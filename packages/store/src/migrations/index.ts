@@ -3,6 +3,7 @@
  * recorded in `schema_migrations`. A migration is never edited once released: add the next number.
  */
 import { m001Initial } from './001-initial.js';
+import { m002WorkerGone } from './002-worker-gone.js';
 
 export interface Migration {
   readonly version: number;
@@ -10,4 +11,4 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Initial];
+export const MIGRATIONS: readonly Migration[] = [m001Initial, m002WorkerGone];
