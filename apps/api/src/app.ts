@@ -60,6 +60,8 @@ export interface ApiOptions {
    * recorder not sharing this process's notifier). Default 5000 ms.
    */
   readonly ssePollMs?: number;
+  /** Serve HTTPS with this PEM certificate (chain) and key instead of HTTP. */
+  readonly https?: { readonly cert: string | Buffer; readonly key: string | Buffer };
 }
 
 /** An error that becomes `{ error: { code, message } }` with its status. */
@@ -170,6 +172,7 @@ export function buildApi(o: ApiOptions): FastifyInstance {
     genReqId: () => randomUUID(),
     bodyLimit: 4 * 1024 * 1024,
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false } },
+    ...(o.https ? { https: { cert: o.https.cert, key: o.https.key } } : {}),
   }) as unknown as FastifyInstance;
 
   app.decorateRequest('principal', undefined as unknown as Principal);

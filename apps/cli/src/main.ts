@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { copyCommand } from './copy.js';
-import { serveCommand, statusCommand, submitCommand, workerCommand } from './service.js';
+import { SERVICE_COMMANDS, SERVICE_HELP, type ServiceCommand, serviceMain } from './service-cli.js';
 import { EXIT, UsageError } from './usage.js';
 import { validateCommand } from './validate.js';
 
@@ -18,9 +18,15 @@ Commands:
   validate FILE   check a job document; report every problem with its line, column and a fix
   serve           the service in a box: REST API + event recorder + one worker, SQLite and an
                   embedded broker under ./dts-data (RabbitMQ instead when DTS_AMQP_URL is set)
+  api             the REST API + event recorder without a worker, for \`dts worker\`s on RabbitMQ
   worker          a worker of a pool on RabbitMQ (DTS_AMQP_URL): --pool NAME [--selector EXPR]
   submit FILE     send a job document to a running API (--api URL, default http://127.0.0.1:8080)
   status ID       a job's state (--watch: until it ends; --json)
+  cancel ID       cancel a job (queued: at once; running: through its worker; --wait)
+  suspend ID      suspend a running job, keeping its partial files (--wait)
+  resume ID       resume a suspended job from its partial files (--wait)
+  workers         the workers and their last heartbeat, as a table (--json)
+  config          check the configuration and print every setting and where it came from
 
 Options:
   -h, --help      show this help; \`dts <command> --help\` shows a command's options
@@ -28,6 +34,10 @@ Options:
 
 FILE is a job document: <BulkDataCopy> XML (urn:dts:bulk-data-copy:1) or its JSON form;
 \`-\` reads it from stdin.
+
+The service commands read their settings from defaults, then a configuration file (--config FILE
+or DTS_CONFIG, YAML or JSON), then DTS_* environment variables, then flags; \`dts config --help\`
+lists every setting (docs/configuration.md).
 
 Exit status: 0 success, 1 failed (an invalid document, a copy not Done), 2 usage error,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -110,20 +120,23 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'validate':
         return await validate(rest);
       case 'serve':
-        return await serve(rest);
+      case 'api':
       case 'worker':
-        return await worker(rest);
       case 'submit':
-        return await submit(rest);
       case 'status':
-        return await status(rest);
+      case 'cancel':
+      case 'suspend':
+      case 'resume':
+      case 'workers':
+      case 'config':
+        return await serviceMain(command, rest);
       default:
         if (command.startsWith('-')) throw new UsageError(`unknown option ${command}`, HELP);
         throw new UsageError(`unknown command "${command}"`, HELP);
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      const known = ['copy', 'validate', 'serve', 'worker', 'submit', 'status'];
+      const known = ['copy', 'validate', ...SERVICE_COMMANDS];
       const where = command && known.includes(command) ? `dts ${command}` : 'dts';
       process.stderr.write(`${where}: ${err.message}\n`);
       if (err.help) process.stderr.write(`\n${err.help}`);
@@ -149,6 +162,10 @@ function help(topic: string | undefined): number {
       process.stdout.write(VALIDATE_HELP);
       return EXIT.ok;
     default:
+      if ((SERVICE_COMMANDS as readonly string[]).includes(topic)) {
+        process.stdout.write(SERVICE_HELP[topic as ServiceCommand]);
+        return EXIT.ok;
+      }
       throw new UsageError(`no help for "${topic}": it is not a dts command`, HELP);
   }
 }
@@ -195,97 +212,6 @@ async function validate(args: string[]): Promise<number> {
   }
   const file = onlyFile(positionals, 'validate');
   return validateCommand({ file, json: values.json === true, printSpec: values['print-spec'] === true });
-}
-
-const SERVE_HELP = `Usage: dts serve [--data DIR] [--port N] [--host ADDR] [--pool NAME]
-
-The service in a box: the REST API (OpenAPI docs at /docs), the event recorder and one worker in one
-process. Jobs and events are kept in SQLite under DIR (default ./dts-data); the broker is embedded
-(in DIR too) unless DTS_AMQP_URL points at RabbitMQ. Credentials travel sealed with the key in
-DIR/keyring.json (or DTS_KEY_FILE), made on first start. DTS_API_TOKENS=token=principal[:admin],…
-requires bearer tokens; without it everyone is the admin "local". Ctrl-C drains and stops.
-Defaults: --port 8080, --host 127.0.0.1, --pool default.
-`;
-
-async function serve(args: string[]): Promise<number> {
-  const { values } = parse(args, 'serve', {
-    data: { type: 'string', default: process.env.DTS_DATA ?? 'dts-data' },
-    port: { type: 'string', default: process.env.DTS_PORT ?? '8080' },
-    host: { type: 'string', default: process.env.DTS_HOST ?? '127.0.0.1' },
-    pool: { type: 'string', default: 'default' },
-    help: { type: 'boolean', short: 'h', default: false },
-  });
-  if (values.help) {
-    process.stdout.write(SERVE_HELP);
-    return EXIT.ok;
-  }
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new UsageError(`--port must be a port number from 0 to 65535, not "${values.port}"`);
-  }
-  return serveCommand({
-    dataDir: String(values.data),
-    host: String(values.host),
-    port,
-    pool: String(values.pool),
-  });
-}
-
-async function worker(args: string[]): Promise<number> {
-  const { values } = parse(args, 'worker', {
-    data: { type: 'string', default: process.env.DTS_DATA ?? 'dts-data' },
-    pool: { type: 'string', default: 'default' },
-    selector: { type: 'string' },
-    help: { type: 'boolean', short: 'h', default: false },
-  });
-  if (values.help) {
-    process.stdout.write(
-      "Usage: dts worker [--pool NAME] [--selector EXPR] [--data DIR]\n\nA worker of a pool on RabbitMQ (DTS_AMQP_URL). It takes only jobs whose properties match EXPR\n(JMS selector syntax), uses the key file in DIR/keyring.json or DTS_KEY_FILE (the API's), and\ndrains on SIGTERM: running jobs are suspended and handed back for another worker to resume.\n",
-    );
-    return EXIT.ok;
-  }
-  return workerCommand({
-    dataDir: String(values.data),
-    pool: String(values.pool),
-    ...(typeof values.selector === 'string' ? { selector: values.selector } : {}),
-  });
-}
-
-async function submit(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, 'submit', {
-    api: { type: 'string', default: process.env.DTS_API ?? 'http://127.0.0.1:8080' },
-    help: { type: 'boolean', short: 'h', default: false },
-  });
-  if (values.help) {
-    process.stdout.write(
-      'Usage: dts submit FILE [--api URL]\n\nSends the job document to the API and prints the job id.\n',
-    );
-    return EXIT.ok;
-  }
-  return submitCommand({ file: onlyFile(positionals, 'submit'), api: String(values.api) });
-}
-
-async function status(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, 'status', {
-    api: { type: 'string', default: process.env.DTS_API ?? 'http://127.0.0.1:8080' },
-    watch: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  });
-  if (values.help) {
-    process.stdout.write(
-      "Usage: dts status ID [--watch] [--json] [--api URL]\n\nThe job's state; --watch polls until it ends and exits 0 only when it is Done.\n",
-    );
-    return EXIT.ok;
-  }
-  const id = positionals[0];
-  if (!id || positionals.length > 1) throw new UsageError('give one job id, as `dts submit` printed it');
-  return statusCommand({
-    id,
-    api: String(values.api),
-    watch: values.watch === true,
-    json: values.json === true,
-  });
 }
 
 type OptionsConfig = NonNullable<Parameters<typeof parseArgs>[0]>['options'];

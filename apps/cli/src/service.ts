@@ -1,15 +1,18 @@
 /**
  * The service commands: `dts serve` (API + recorder + one worker in one process: the service in a
- * box), `dts worker` (a pool worker), and the client commands `dts submit` / `dts status` that talk to
- * a running API over HTTP.
+ * box), `dts api` (API + recorder, for workers in other processes on RabbitMQ), `dts worker` (a pool
+ * worker), and the client commands `dts submit|status|cancel|suspend|resume|workers` that talk to a
+ * running API over HTTP(S).
  *
- * Broker: RabbitMQ when DTS_AMQP_URL is set, otherwise the embedded broker in the data directory.
- * Credentials key: DTS_KEY_FILE, or `<data dir>/keyring.json`, made on first start (mode 0600).
+ * Every setting comes from the configuration (config.ts: defaults < file < environment < flags),
+ * validated before anything starts. Broker: RabbitMQ when broker.amqpUrl (DTS_AMQP_URL) is set,
+ * otherwise the embedded broker in the data directory. Credentials key: keyFile (DTS_KEY_FILE), by
+ * default `<data dir>/keyring.json`, made by `serve`/`api` on first start (mode 0600).
  */
 import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { buildApi, JobNotifier, startRecorder } from '@dts/api';
+import { buildApi, JobNotifier, startReaper, startRecorder } from '@dts/api';
 import {
   AmqpBroker,
   type Broker,
@@ -21,86 +24,221 @@ import {
 } from '@dts/messaging';
 import { SqliteJobStore } from '@dts/store';
 import { startWorker } from '@dts/worker';
+import { pino } from 'pino';
+import { type ApiResponse, apiClient, errorText } from './client.js';
+import { checkFiles, type DtsConfig, type LoadedConfig, maskUrl } from './config.js';
 import { loadDocument } from './document.js';
+import { startTimeServices } from './queues.js';
 import { EXIT, UsageError } from './usage.js';
 
-export interface ServeOptions {
-  readonly dataDir: string;
-  readonly host: string;
-  readonly port: number;
-  readonly pool: string;
+type Logger = pino.Logger;
+
+/** JSON lines on stderr at the configured level (pino: the logger fastify uses too). */
+function makeLogger(config: DtsConfig, name: string): Logger {
+  return pino({ name, level: config.logLevel }, pino.destination({ dest: 2, sync: true }));
 }
 
-/** Loads the keyring shared by the API and the pool's workers, making one in the data dir on first use. */
-async function keyring(dataDir: string): Promise<Keyring> {
-  const keyFile = process.env.DTS_KEY_FILE ?? path.join(dataDir, 'keyring.json');
-  if (!existsSync(keyFile)) {
-    if (process.env.DTS_KEY_FILE) {
-      throw new UsageError(
-        `DTS_KEY_FILE=${keyFile} does not exist; copy the API's key file there (the same keys must be on the API and its workers)`,
-      );
-    }
+function warn(command: string, loaded: LoadedConfig): void {
+  for (const w of loaded.warnings) process.stderr.write(`dts ${command}: warning: ${w}\n`);
+}
+
+/**
+ * Loads the keyring shared by the API and the pool's workers. `create`: make one when the key file is
+ * the default one in the data dir and does not exist yet (the API's first start).
+ */
+async function keyring(loaded: LoadedConfig, create: boolean): Promise<Keyring> {
+  const keyFile = loaded.config.keyFile;
+  const isDefault = loaded.sources.get('keyFile')?.kind === 'default';
+  if (create && isDefault && !existsSync(keyFile)) {
+    await fs.mkdir(path.dirname(keyFile), { recursive: true });
     await fs.writeFile(keyFile, `${JSON.stringify(keyringToJson(generateKeyring()))}\n`, { mode: 0o600 });
   }
+  checkFiles(loaded, ['keyFile']);
   return keyringFromConfig({ keyFile });
 }
 
-async function openBroker(dataDir: string): Promise<Broker> {
-  const url = process.env.DTS_AMQP_URL;
-  if (url) return AmqpBroker.connect({ url });
-  return EmbeddedBroker.open({ path: path.join(dataDir, 'broker.db') });
+async function openBroker(config: DtsConfig, logger: Logger): Promise<Broker> {
+  const url = config.broker.amqpUrl;
+  if (url) return AmqpBroker.connect({ url, logger: logger.child({ part: 'broker' }) });
+  return EmbeddedBroker.open({
+    path: path.join(config.dataDir, 'broker.db'),
+    logger: logger.child({ part: 'broker' }),
+  });
+}
+
+async function tlsOptions(config: DtsConfig): Promise<{ cert: string; key: string } | undefined> {
+  if (!config.api.tls) return undefined;
+  return {
+    cert: await fs.readFile(config.api.tls.cert, 'utf8'),
+    key: await fs.readFile(config.api.tls.key, 'utf8'),
+  };
+}
+
+function brokerName(config: DtsConfig): string {
+  return config.broker.amqpUrl ? `RabbitMQ at ${maskUrl(config.broker.amqpUrl)}` : 'embedded';
+}
+
+function fileRootsNote(config: DtsConfig): string {
+  return config.worker.fileRoots.length
+    ? `file:// confined to ${config.worker.fileRoots.join(', ')}`
+    : 'file:// anywhere this user may write (set worker.fileRoots / DTS_FILE_ROOTS to confine it)';
+}
+
+function workerOptions(config: DtsConfig) {
+  const w = config.worker;
+  return {
+    pool: w.pool,
+    ...(w.id ? { workerId: w.id } : {}),
+    ...(w.selector ? { selector: w.selector } : {}),
+    concurrency: w.concurrency,
+    heartbeatMs: w.heartbeatMs,
+    ...(w.fileRoots.length ? { registryConfig: { file: { roots: [...w.fileRoots] } } } : {}),
+  };
+}
+
+/** The API and the event recorder on one store and broker: shared by `serve` and `api`. */
+async function startApi(loaded: LoadedConfig, command: string, logger: Logger) {
+  const config = loaded.config;
+  checkFiles(loaded, ['tls']);
+  await fs.mkdir(config.dataDir, { recursive: true });
+  const keys = await keyring(loaded, true);
+  const https = await tlsOptions(config);
+  const store = SqliteJobStore.open(path.join(config.dataDir, 'jobs.db'));
+  const broker = await openBroker(config, logger);
+  const notifier = new JobNotifier();
+  const tokens = config.api.tokens;
+  const app = buildApi({
+    store,
+    broker,
+    keyring: keys,
+    auth: tokens ? { tokens } : 'none',
+    notifier,
+    logger: logger.child({ part: 'api' }),
+    ...(https ? { https } : {}),
+  });
+  const recorder = await startRecorder({
+    store,
+    broker,
+    notify: notifier,
+    logger: logger.child({ part: 'recorder' }),
+  });
+  // Hands the jobs of a worker silent for DTS_WORKER_GRACE_MS (default 60 s) back to their pools.
+  const graceMs = Number(process.env.DTS_WORKER_GRACE_MS) || undefined;
+  const reaper = startReaper({
+    store,
+    broker,
+    notify: notifier,
+    logger: logger.child({ part: 'reaper' }),
+    ...(graceMs ? { graceMs } : {}),
+  });
+  // The scheduler (held jobs published when due, retention) and the dead-letter recorder.
+  const time = await startTimeServices({ store, broker, onJobChanged: (id) => notifier.jobChanged(id) });
+  let address: string;
+  try {
+    address = await app.listen({ host: config.api.host, port: config.api.port });
+  } catch (err) {
+    await time.stop();
+    await reaper.stop();
+    await recorder.stop();
+    await broker.close();
+    await store.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      throw new UsageError(
+        `cannot listen on ${config.api.host}:${config.api.port} (${code}); choose another api.port / --port / DTS_API_PORT${
+          code === 'EADDRINUSE' ? ' (another process has this one)' : ''
+        }`,
+      );
+    }
+    throw err;
+  }
+  const auth = tokens
+    ? `${Object.keys(tokens).length} API token(s)`
+    : 'no authentication (set api.tokens / DTS_API_TOKENS to require tokens)';
+  process.stderr.write(
+    `dts ${command}: API on ${address} (docs: ${address}/docs), ${auth}, data in ${config.dataDir}, broker: ${brokerName(config)}\n`,
+  );
+  return {
+    address,
+    broker,
+    async close() {
+      await app.close();
+      await time.stop();
+      await reaper.stop();
+      await recorder.stop();
+      await broker.close();
+      await store.close();
+    },
+  };
 }
 
 /** `dts serve`: the whole service in one process. Resolves when it has stopped (SIGINT/SIGTERM). */
-export async function serveCommand(o: ServeOptions): Promise<number> {
-  await fs.mkdir(o.dataDir, { recursive: true });
-  const keys = await keyring(o.dataDir);
-  const store = SqliteJobStore.open(path.join(o.dataDir, 'jobs.db'));
-  const broker = await openBroker(o.dataDir);
-  const notifier = new JobNotifier();
-  const tokens = apiTokens();
-  const app = await buildApi({ store, broker, keyring: keys, auth: tokens ? { tokens } : 'none', notifier });
-  const recorder = await startRecorder({ store, broker, notify: notifier });
-  const worker = await startWorker({ broker, keyring: keys, pool: o.pool });
-  const address = await app.listen({ host: o.host, port: o.port });
+export async function serveCommand(loaded: LoadedConfig): Promise<number> {
+  warn('serve', loaded);
+  const config = loaded.config;
+  const logger = makeLogger(config, 'dts-serve');
+  const api = await startApi(loaded, 'serve', logger);
+  const worker = await startWorker({
+    broker: api.broker,
+    keyring: await keyring(loaded, false),
+    ...workerOptions(config),
+    logger: logger.child({ part: 'worker' }),
+  });
   process.stderr.write(
-    `dts serve: API on ${address} (docs: ${address}/docs), worker ${worker.id} on pool "${o.pool}", ` +
-      `data in ${path.resolve(o.dataDir)}, broker: ${process.env.DTS_AMQP_URL ? 'RabbitMQ' : 'embedded'}` +
-      `${tokens ? '' : ', no authentication (set DTS_API_TOKENS to require tokens)'}\n` +
-      `  submit: curl -sS -X POST -H 'Content-Type: application/xml' --data-binary @job.xml ${address}/v1/jobs\n`,
+    `  worker ${worker.id} on pool "${config.worker.pool}", ${fileRootsNote(config)}\n` +
+      `  submit: dts submit job.xml (or curl -sS -X POST -H 'Content-Type: application/xml' --data-binary @job.xml ${api.address}/v1/jobs)\n`,
   );
   await stopSignal();
   process.stderr.write('dts serve: stopping (running jobs are suspended and handed back)\n');
   await worker.drain();
-  await app.close();
-  await recorder.stop();
-  await broker.close();
-  await store.close();
+  await api.close();
+  return EXIT.ok;
+}
+
+/** `dts api`: the API and the event recorder, for workers in other processes (RabbitMQ). */
+export async function apiCommand(loaded: LoadedConfig): Promise<number> {
+  warn('api', loaded);
+  const config = loaded.config;
+  const logger = makeLogger(config, 'dts-api');
+  const api = await startApi(loaded, 'api', logger);
+  if (!config.broker.amqpUrl) {
+    process.stderr.write(
+      'dts api: warning: the broker is embedded in this process, so no `dts worker` can take its jobs; they wait until cancelled. ' +
+        'Set broker.amqpUrl / DTS_AMQP_URL for workers elsewhere, or run `dts serve` for a worker in this process\n',
+    );
+  } else {
+    process.stderr.write(
+      `  workers: DTS_AMQP_URL=… DTS_KEY_FILE=<a copy of ${config.keyFile}> dts worker --pool NAME\n`,
+    );
+  }
+  await stopSignal();
+  process.stderr.write('dts api: stopping\n');
+  await api.close();
   return EXIT.ok;
 }
 
 /** `dts worker`: one worker of a pool, until SIGINT/SIGTERM (then it drains). */
-export async function workerCommand(o: {
-  dataDir: string;
-  pool: string;
-  selector?: string;
-}): Promise<number> {
-  if (!process.env.DTS_AMQP_URL) {
+export async function workerCommand(loaded: LoadedConfig): Promise<number> {
+  warn('worker', loaded);
+  const config = loaded.config;
+  if (!config.broker.amqpUrl) {
     throw new UsageError(
-      'a worker needs the broker the API uses: set DTS_AMQP_URL=amqp://user:password@host:5672/ (or run `dts serve`, which has its own worker)',
+      'a worker needs the broker the API uses: set broker.amqpUrl / DTS_AMQP_URL=amqp://user:password@host:5672/ (or run `dts serve`, which has its own worker)',
     );
   }
-  await fs.mkdir(o.dataDir, { recursive: true });
-  const keys = await keyring(o.dataDir);
-  const broker = await openBroker(o.dataDir);
+  const keys = await keyring(loaded, false);
+  const logger = makeLogger(config, 'dts-worker');
+  const broker = await openBroker(config, logger);
   const worker = await startWorker({
     broker,
     keyring: keys,
-    pool: o.pool,
-    ...(o.selector ? { selector: o.selector } : {}),
+    ...workerOptions(config),
+    logger: logger.child({ part: 'worker' }),
   });
+  const w = config.worker;
   process.stderr.write(
-    `dts worker ${worker.id}: pool "${o.pool}"${o.selector ? `, selector ${o.selector}` : ''}\n`,
+    `dts worker ${worker.id}: pool "${w.pool}"${w.selector ? `, selector ${w.selector}` : ''}, ` +
+      `${w.concurrency} job(s) at once, broker: ${brokerName(config)}, ${fileRootsNote(config)}\n`,
   );
   await stopSignal();
   process.stderr.write(`dts worker ${worker.id}: draining\n`);
@@ -109,47 +247,190 @@ export async function workerCommand(o: {
   return EXIT.ok;
 }
 
-/** `dts submit FILE`: POSTs the document to the API and prints the job handle. */
-export async function submitCommand(o: { file: string; api: string }): Promise<number> {
-  const doc = await loadDocument(o.file);
-  const res = await request(o.api, '/v1/jobs', {
-    method: 'POST',
-    headers: { 'content-type': doc.contentType ?? 'application/xml' },
-    body: doc.text,
+// -----------------------------------------------------------------------------------------------
+// Client commands
+
+function client(loaded: LoadedConfig) {
+  checkFiles(loaded, ['caFile']);
+  return apiClient(loaded.config.client);
+}
+
+/**
+ * Exit status and message for an answer that is not a success: 404 is "no such job (or not yours)"
+ * (the API does not tell the two apart), 401/403 a configuration problem (exit 2), the rest exit 1.
+ */
+function refused(command: string, r: ApiResponse, id?: string): number {
+  if (r.status === 404 && id !== undefined) {
+    process.stderr.write(
+      `dts ${command}: no such job ${id} (or not yours); check the id \`dts submit\` printed, and the token (client.token / DTS_API_TOKEN)\n`,
+    );
+    return EXIT.failed;
+  }
+  if (r.status === 401 || r.status === 403) {
+    process.stderr.write(
+      `dts ${command}: ${errorText(r)}\n  set client.token / DTS_API_TOKEN to a token the API knows\n`,
+    );
+    return EXIT.usage;
+  }
+  process.stderr.write(`dts ${command}: ${errorText(r)}\n`);
+  return r.status === 400 ? EXIT.usage : EXIT.failed;
+}
+
+/** `dts submit FILE`: POSTs the document to the API and prints the job id. */
+export async function submitCommand(loaded: LoadedConfig, file: string): Promise<number> {
+  const api = client(loaded);
+  const doc = await loadDocument(file);
+  const r = await api.request('POST', '/v1/jobs', {
+    contentType: doc.contentType ?? 'application/xml',
+    text: doc.text,
   });
-  const body = (await res.json()) as Record<string, unknown>;
-  if (res.status === 201 || res.status === 200) {
-    process.stdout.write(`${body.id}\n`);
-    process.stderr.write(`submitted: ${o.api.replace(/\/$/, '')}${res.headers.get('location') ?? ''}\n`);
+  if (r.status === 201 || r.status === 200) {
+    process.stdout.write(`${r.body.id}\n`);
+    process.stderr.write(`submitted: ${api.base}${r.headers.location ?? ''}\n`);
     return EXIT.ok;
   }
-  process.stderr.write(`dts submit: ${res.status} ${JSON.stringify(body, null, 2)}\n`);
-  return res.status === 400 ? EXIT.usage : EXIT.failed;
+  if (r.status === 400 && Array.isArray(r.body.issues)) {
+    process.stderr.write(`dts submit: ${errorText(r)}\n`);
+    for (const i of r.body.issues as {
+      line?: number;
+      column?: number;
+      path?: string;
+      message?: string;
+      hint?: string;
+    }[]) {
+      process.stderr.write(
+        `${doc.name}:${i.line ?? 0}:${i.column ?? 0}: ${i.path ?? ''}: ${i.message ?? ''}\n`,
+      );
+      if (i.hint) process.stderr.write(`  fix: ${i.hint}\n`);
+    }
+    return EXIT.usage;
+  }
+  return refused('submit', r);
 }
 
 const TERMINAL = new Set(['Done', 'Failed', 'Cancelled', 'Expired']);
 
 /** `dts status ID [--watch]`: the job's state; with --watch, until it is terminal (exit 0 only if Done). */
-export async function statusCommand(o: {
-  id: string;
-  api: string;
-  watch: boolean;
-  json: boolean;
-}): Promise<number> {
+export async function statusCommand(
+  loaded: LoadedConfig,
+  o: { id: string; watch: boolean; json: boolean },
+): Promise<number> {
+  const api = client(loaded);
   for (;;) {
-    const res = await request(o.api, `/v1/jobs/${encodeURIComponent(o.id)}`, { method: 'GET' });
-    const job = (await res.json()) as Record<string, unknown>;
-    if (res.status !== 200) {
-      process.stderr.write(`dts status: ${res.status} ${JSON.stringify(job)}\n`);
-      return EXIT.failed;
-    }
+    const r = await api.request('GET', `/v1/jobs/${encodeURIComponent(o.id)}`);
+    if (r.status !== 200) return refused('status', r, o.id);
+    const job = r.body;
     const state = String(job.state);
     if (o.json) process.stdout.write(`${JSON.stringify(job)}\n`);
     else process.stdout.write(`${o.id}  ${state}${summaryOf(job)}\n`);
     if (!o.watch || TERMINAL.has(state))
-      return state === 'Done' || (!o.watch && !TERMINAL.has(state)) ? 0 : 1;
-    await new Promise((r) => setTimeout(r, 1000));
+      return state === 'Done' || (!o.watch && !TERMINAL.has(state)) ? EXIT.ok : EXIT.failed;
+    await sleep(1000);
   }
+}
+
+export type ControlAction = 'cancel' | 'suspend' | 'resume';
+const TARGET: Record<ControlAction, string> = {
+  cancel: 'Cancelled',
+  suspend: 'Suspended',
+  resume: 'Running',
+};
+
+/**
+ * `dts cancel|suspend|resume ID [--wait]`: POST /v1/jobs/ID/ACTION. A queued job is cancelled at once;
+ * a running one is asked through its worker (202), and `--wait` follows it until the job is there.
+ */
+export async function controlCommand(
+  loaded: LoadedConfig,
+  o: { action: ControlAction; id: string; wait: boolean; json: boolean; timeoutMs?: number },
+): Promise<number> {
+  const api = client(loaded);
+  const r = await api.request('POST', `/v1/jobs/${encodeURIComponent(o.id)}/${o.action}`);
+  if (r.status !== 200 && r.status !== 202) return refused(o.action, r, o.id);
+  if (o.json && !o.wait) process.stdout.write(`${JSON.stringify(r.body)}\n`);
+  else if (r.status === 200) process.stdout.write(`${o.id}  ${String(r.body.state)}\n`);
+  else {
+    process.stdout.write(
+      `${o.id}  ${o.action} requested from worker ${String(r.body.workerId)} (the job is ${String(r.body.state)} until the worker reports)\n`,
+    );
+  }
+  if (!o.wait || r.status === 200) return EXIT.ok;
+  const target = TARGET[o.action];
+  const deadline = Date.now() + (o.timeoutMs ?? 60_000);
+  for (;;) {
+    const s = await api.request('GET', `/v1/jobs/${encodeURIComponent(o.id)}`);
+    if (s.status !== 200) return refused(o.action, s, o.id);
+    const state = String(s.body.state);
+    // Resumed: Running, or already ended. Cancelled/suspended: the target, or ended first.
+    if (state === target || TERMINAL.has(state)) {
+      if (o.json) process.stdout.write(`${JSON.stringify(s.body)}\n`);
+      else process.stdout.write(`${o.id}  ${state}${summaryOf(s.body)}\n`);
+      return state === target || (o.action === 'resume' && state === 'Done') ? EXIT.ok : EXIT.failed;
+    }
+    if (Date.now() > deadline) {
+      process.stderr.write(
+        `dts ${o.action}: job ${o.id} is still ${state} after ${Math.round((o.timeoutMs ?? 60_000) / 1000)} s; its worker may be busy or gone: \`dts workers\` shows when it was last seen\n`,
+      );
+      return EXIT.failed;
+    }
+    await sleep(300);
+  }
+}
+
+/** `dts workers [--json]`: the workers the API has heard from, newest heartbeat first. */
+export async function workersCommand(loaded: LoadedConfig, o: { json: boolean }): Promise<number> {
+  const api = client(loaded);
+  const r = await api.request('GET', '/v1/workers');
+  if (r.status !== 200) return refused('workers', r);
+  const items = (r.body.items ?? []) as {
+    id: string;
+    host: string;
+    pool: string;
+    selector: string | null;
+    state: string;
+    runningJobs: string[];
+    lastHeartbeat: string;
+  }[];
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify(r.body)}\n`);
+    return EXIT.ok;
+  }
+  if (items.length === 0) {
+    process.stdout.write('no workers have reported yet (start one with `dts worker --pool NAME`)\n');
+    return EXIT.ok;
+  }
+  const now = Date.now();
+  const rows = [
+    ['WORKER', 'POOL', 'STATE', 'JOBS', 'LAST SEEN', 'HOST', 'SELECTOR'],
+    ...items.map((w) => [
+      w.id,
+      w.pool,
+      w.state,
+      String(w.runningJobs?.length ?? 0),
+      ago(now - Date.parse(w.lastHeartbeat)),
+      w.host,
+      w.selector ?? '',
+    ]),
+  ];
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length))) ?? [];
+  for (const row of rows) {
+    process.stdout.write(
+      `${row
+        .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+        .join('  ')
+        .trimEnd()}\n`,
+    );
+  }
+  return EXIT.ok;
+}
+
+function ago(ms: number): string {
+  if (!Number.isFinite(ms)) return '?';
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86_400)}d ago`;
 }
 
 function summaryOf(job: Record<string, unknown>): string {
@@ -161,33 +442,8 @@ function summaryOf(job: Record<string, unknown>): string {
   }`;
 }
 
-async function request(api: string, route: string, init: RequestInit): Promise<Response> {
-  const token = process.env.DTS_API_TOKEN;
-  const headers = new Headers(init.headers);
-  if (token) headers.set('authorization', `Bearer ${token}`);
-  try {
-    return await fetch(new URL(route, api.endsWith('/') ? api : `${api}/`), { ...init, headers });
-  } catch (err) {
-    throw new UsageError(
-      `cannot reach the dts API at ${api} (${(err as Error).cause ?? (err as Error).message}); start it with \`dts serve\` or set --api / DTS_API`,
-    );
-  }
-}
-
-/** DTS_API_TOKENS="token1=alice,token2=bob:admin" → the API's token map; unset → no authentication. */
-function apiTokens(): Record<string, { principal: string; admin?: boolean }> | undefined {
-  const raw = process.env.DTS_API_TOKENS;
-  if (!raw) return undefined;
-  const tokens: Record<string, { principal: string; admin?: boolean }> = {};
-  for (const part of raw
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)) {
-    const m = /^([^=]+)=([^:]+)(:admin)?$/.exec(part);
-    if (!m) throw new UsageError(`DTS_API_TOKENS: "${part}" is not token=principal[:admin]`);
-    tokens[m[1] as string] = { principal: m[2] as string, ...(m[3] ? { admin: true } : {}) };
-  }
-  return tokens;
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function stopSignal(): Promise<void> {

@@ -129,9 +129,8 @@ describe('dts (top level)', () => {
     const r = await dts(['--help']);
     expect(r.code).toBe(0);
     const listed = [...r.stdout.matchAll(/^ {2}([a-z]+)\b/gm)].map((m) => m[1]);
-    expect(listed).toEqual(['copy', 'validate', 'serve', 'worker', 'submit', 'status']);
-    for (const later of ['api', 'cancel', 'suspend', 'resume', 'workers'])
-      expect(r.stdout).not.toMatch(new RegExp(`^\\s+${later}\\b`, 'm'));
+    const service = ['serve', 'api', 'worker', 'submit', 'status', 'cancel', 'suspend', 'resume', 'workers', 'config'];
+    expect(listed.slice(0, 12)).toEqual(['copy', 'validate', ...service]);
     for (const command of listed) {
       const h = await dts([command as string, '--help']);
       expect(h.code, command).toBe(0);
