@@ -14,6 +14,7 @@ export default defineConfig({
       { find: /^@dts\/transfer$/, replacement: src('./packages/transfer/src/index.ts') },
       { find: /^@dts\/api$/, replacement: src('./apps/api/src/index.ts') },
       { find: /^@dts\/worker$/, replacement: src('./apps/worker/src/index.ts') },
+      { find: /^@dts\/scheduler$/, replacement: src('./apps/scheduler/src/index.ts') },
       { find: /^@dts\/messaging$/, replacement: src('./packages/messaging/src/index.ts') },
       { find: /^@dts\/store$/, replacement: src('./packages/store/src/index.ts') },
     ],

@@ -33,6 +33,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ControlMessage, ControlType, SubmitMessage } from './messages.js';
+import { registerQueueRoutes } from './queues.js';
 import { JobNotifier } from './recorder.js';
 
 export type ApiAuth =
@@ -377,33 +378,41 @@ export function buildApi(o: ApiOptions): FastifyInstance {
         }
         const key = req.headers['idempotency-key'];
         const idempotencyKey = typeof key === 'string' && key !== '' ? key : undefined;
-        const { job, created } = await store.createJob(req.principal.id, spec, {
+        const owner = req.principal.id;
+        const hasCredentials = Object.keys(spec.credentials).length > 0;
+        const messageFor = (jobId: string) => {
+          const message: SubmitMessage = {
+            v: 1,
+            jobId,
+            owner,
+            spec: redactJobSpec(spec),
+            ...(hasCredentials ? { credentials: sealJson(spec.credentials, keyring, jobId) } : {}),
+          };
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(spec.properties)) {
+            // The broker reserves `x-` names and adds `pool` itself.
+            if (typeof v === 'string' && !/^x-/i.test(k) && k !== 'pool' && k.length <= 128) headers[k] = v;
+          }
+          headers.jobId = jobId;
+          headers.owner = owner;
+          const priority = Math.min(5, Math.max(1, Math.round(spec.bulk.priority))) as Priority;
+          return { pool, priority, headers, body: Buffer.from(JSON.stringify(message)) };
+        };
+        // A job due later is held in the store (credentials sealed) until the scheduler publishes it.
+        const { job, created } = await store.createJob(owner, spec, {
           ...(idempotencyKey ? { idempotencyKey } : {}),
           pool,
+          hold: messageFor,
         });
         reply.header('Location', `/v1/jobs/${job.id}`);
         if (!created) return reply.code(200).send(jobView(job));
+        if (job.state === 'Scheduled') return reply.code(201).send(jobView(job));
 
-        const hasCredentials = Object.keys(spec.credentials).length > 0;
-        const message: SubmitMessage = {
-          v: 1,
-          jobId: job.id,
-          owner: job.owner,
-          spec: redactJobSpec(spec),
-          ...(hasCredentials ? { credentials: sealJson(spec.credentials, keyring, job.id) } : {}),
-        };
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(spec.properties)) {
-          // The broker reserves `x-` names and adds `pool` itself.
-          if (typeof v === 'string' && !/^x-/i.test(k) && k !== 'pool' && k.length <= 128) headers[k] = v;
-        }
-        headers.jobId = job.id;
-        headers.owner = job.owner;
-        const priority = Math.min(5, Math.max(1, Math.round(spec.bulk.priority))) as Priority;
+        const { headers, priority, body: messageBody } = messageFor(job.id);
         try {
           await broker.publishJob({
             pool,
-            body: Buffer.from(JSON.stringify(message)),
+            body: messageBody,
             headers: headers as MessageHeaders,
             priority,
             ...(spec.bulk.endNoLaterThan ? { expiresAt: new Date(spec.bulk.endNoLaterThan) } : {}),
@@ -751,6 +760,8 @@ export function buildApi(o: ApiOptions): FastifyInstance {
         return { items };
       },
     );
+
+    registerQueueRoutes(api, { store, broker, notifier });
   });
 
   return app;

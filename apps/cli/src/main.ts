@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { copyCommand } from './copy.js';
+import { queuesMain } from './queues.js';
 import { SERVICE_COMMANDS, SERVICE_HELP, type ServiceCommand, serviceMain } from './service-cli.js';
 import { EXIT, UsageError } from './usage.js';
 import { validateCommand } from './validate.js';
@@ -27,6 +28,9 @@ Commands:
   resume ID       resume a suspended job from its partial files (--wait)
   workers         the workers and their last heartbeat, as a table (--json)
   config          check the configuration and print every setting and where it came from
+  queues          every pool's queue: ready, running, scheduled, dead letters, consumers (--watch)
+  dead-letters    list|requeue|purge the jobs that could not run (expired, poison)
+  scheduler       a scheduler process on RabbitMQ: publishes held jobs when due
 
 Options:
   -h, --help      show this help; \`dts <command> --help\` shows a command's options
@@ -130,13 +134,17 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'workers':
       case 'config':
         return await serviceMain(command, rest);
+      case 'queues':
+      case 'dead-letters':
+      case 'scheduler':
+        return await queuesMain(command, rest);
       default:
         if (command.startsWith('-')) throw new UsageError(`unknown option ${command}`, HELP);
         throw new UsageError(`unknown command "${command}"`, HELP);
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      const known = ['copy', 'validate', ...SERVICE_COMMANDS];
+      const known = ['copy', 'validate', ...SERVICE_COMMANDS, 'queues', 'dead-letters', 'scheduler'];
       const where = command && known.includes(command) ? `dts ${command}` : 'dts';
       process.stderr.write(`${where}: ${err.message}\n`);
       if (err.help) process.stderr.write(`\n${err.help}`);

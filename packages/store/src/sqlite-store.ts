@@ -39,6 +39,9 @@ import type {
   CreateJobOptions,
   CreateJobResult,
   FileRecord,
+  HeldJob,
+  HeldMessage,
+  JobCount,
   JobDetail,
   JobStore,
   JobSummary,
@@ -302,6 +305,16 @@ function invalidReason(e: EventMessage): string | undefined {
   }
 }
 
+interface HeldRow {
+  job_id: string;
+  pool: string;
+  priority: number;
+  headers: string;
+  body: Uint8Array;
+  due_at: number;
+  expires_at: number | null;
+}
+
 export class SqliteJobStore implements JobStore {
   private readonly db: Database;
   private readonly now: () => number;
@@ -491,6 +504,9 @@ export class SqliteJobStore implements JobStore {
         this.sql(
           'INSERT INTO idempotency_keys (owner, key, job_id, request_hash, created_at) VALUES (?, ?, ?, ?, ?)',
         ).run(owner, key, id, requestHash, now);
+      }
+      if (state === 'Scheduled' && options.hold) {
+        this.insertHeld(id, options.hold(id), startNotBefore as number, endNoLaterThan, now);
       }
       this.recordServiceEvent(id, 0, { type: 'job.state', at: iso(now), state, detail: 'submitted' }, now);
       return { job: this.detail(this.jobRow(id) as JobRow), created: true };
@@ -692,6 +708,131 @@ export class SqliteJobStore implements JobStore {
       )
         .all(now.getTime(), clampLimit(limit, 100, MAX_PAGE))
         .map((r) => this.summary(r)),
+    );
+  }
+
+  private insertHeld(
+    jobId: string,
+    m: HeldMessage,
+    defaultDue: number,
+    expiresAt: number | null,
+    now: number,
+  ): void {
+    if (
+      !(m.body instanceof Uint8Array) ||
+      !Number.isInteger(m.priority) ||
+      m.priority < 1 ||
+      m.priority > 5
+    ) {
+      throw new StoreError('STORE_BAD_INPUT', 'a held message needs a byte body and a priority of 1 to 5');
+    }
+    this.sql(
+      `INSERT INTO held_jobs (job_id, pool, priority, headers, body, due_at, expires_at, created_at)
+       VALUES (@jobId, @pool, @priority, @headers, @body, @dueAt, @expiresAt, @now)
+       ON CONFLICT (job_id) DO UPDATE SET pool = @pool, priority = @priority, headers = @headers,
+         body = @body, due_at = @dueAt, expires_at = @expiresAt, lease_owner = NULL, lease_until = NULL`,
+    ).run({
+      jobId,
+      pool: m.pool,
+      priority: m.priority,
+      headers: JSON.stringify(m.headers),
+      body: Buffer.from(m.body),
+      dueAt: m.dueAt?.getTime() ?? defaultDue,
+      expiresAt,
+      now,
+    });
+  }
+
+  async leaseHeldJobs(now: Date, holder: string, leaseMs: number, limit = 100): Promise<HeldJob[]> {
+    if (!isNonEmptyString(holder, 256) || !isNonNegative(leaseMs)) {
+      throw new StoreError('STORE_BAD_INPUT', 'leaseHeldJobs needs a holder id and a lease ≥ 0 ms');
+    }
+    return this.write(() => {
+      const t = now.getTime();
+      // A job cancelled (or otherwise moved on) while held: its message must never be published.
+      this.sql(
+        `DELETE FROM held_jobs WHERE job_id IN (SELECT h.job_id FROM held_jobs h JOIN jobs j ON j.id = h.job_id
+           WHERE j.state <> 'Scheduled')`,
+      ).run();
+      const rows = this.sql<HeldRow>(
+        `SELECT * FROM held_jobs WHERE (due_at <= @t OR expires_at <= @t)
+           AND (lease_until IS NULL OR lease_until < @t OR lease_owner = @holder)
+         ORDER BY min(due_at, coalesce(expires_at, due_at)), priority DESC LIMIT @limit`,
+      ).all({ t, holder, limit: clampLimit(limit, 100, MAX_PAGE) });
+      const until = t + leaseMs;
+      const lease = this.sql('UPDATE held_jobs SET lease_owner = ?, lease_until = ? WHERE job_id = ?');
+      for (const r of rows) lease.run(holder, until, r.job_id);
+      return rows.map((r) => ({
+        jobId: r.job_id,
+        pool: r.pool,
+        priority: r.priority,
+        headers: JSON.parse(r.headers) as Record<string, string>,
+        body: Buffer.from(r.body),
+        dueAt: iso(r.due_at),
+        expiresAt: isoOrNull(r.expires_at),
+        leaseUntil: iso(until),
+      }));
+    });
+  }
+
+  async releaseHeldJob(jobId: string, holder: string): Promise<boolean> {
+    return this.write(() => {
+      const gone = this.sql('DELETE FROM held_jobs WHERE job_id = ? AND lease_owner = ?').run(jobId, holder);
+      if (gone.changes === 0) return false;
+      const row = this.jobRow(jobId);
+      if (row?.state === 'Scheduled') {
+        const now = this.now();
+        this.sql(`UPDATE jobs SET state = 'Pending', state_detail = ?, updated_at = ? WHERE id = ?`).run(
+          'published by the scheduler',
+          now,
+          jobId,
+        );
+        this.recordServiceEvent(
+          jobId,
+          row.attempts,
+          { type: 'job.state', at: iso(now), state: 'Pending', detail: 'published by the scheduler' },
+          now,
+        );
+      }
+      return true;
+    });
+  }
+
+  async holdAgain(jobId: string, message: HeldMessage & { readonly dueAt: Date }): Promise<void> {
+    this.write(() => {
+      const row = this.jobRow(jobId);
+      if (!row) throw new StoreError('STORE_NOT_FOUND', `there is no job ${jobId}`);
+      const now = this.now();
+      this.insertHeld(jobId, message, message.dueAt.getTime(), row.end_no_later_than, now);
+      if (row.state !== 'Scheduled') {
+        const allowed = JOB_TRANSITIONS[row.state];
+        if (!allowed.includes('Scheduled')) {
+          throw new InvalidTransitionError(jobId, row.state, 'Scheduled', allowed);
+        }
+        const detail = `held until ${message.dueAt.toISOString()}`;
+        this.sql(`UPDATE jobs SET state = 'Scheduled', state_detail = ?, updated_at = ? WHERE id = ?`).run(
+          detail,
+          now,
+          jobId,
+        );
+        this.recordServiceEvent(
+          jobId,
+          row.attempts,
+          { type: 'job.state', at: iso(now), state: 'Scheduled', detail },
+          now,
+        );
+      }
+    });
+  }
+
+  async countActiveJobs(): Promise<JobCount[]> {
+    return this.read(() =>
+      this.sql<{ pool: string | null; state: StoredJobState; n: number }>(
+        `SELECT pool, state, count(*) AS n FROM jobs WHERE state IN ('Scheduled', 'Pending', 'Running', 'Suspended')
+         GROUP BY pool, state ORDER BY pool, state`,
+      )
+        .all()
+        .map((r) => ({ pool: r.pool, state: r.state, count: r.n })),
     );
   }
 

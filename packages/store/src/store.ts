@@ -29,6 +29,43 @@ export interface CreateJobOptions {
   readonly requestHash?: string;
   /** Worker pool; default the spec's `pool` property, else none (the router decides). */
   readonly pool?: string;
+  /**
+   * The broker message of the job, made with its new id. Called inside the creating transaction, and
+   * only when the job is created `Scheduled` (StartNotBefore in the future): the message is then held
+   * in the store (`held_jobs`) until the scheduler publishes it. Its body must hold no plaintext
+   * secret (the API seals credentials).
+   */
+  readonly hold?: (jobId: string) => HeldMessage;
+}
+
+/** A broker message the store holds for the scheduler. */
+export interface HeldMessage {
+  readonly pool: string;
+  readonly priority: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: Uint8Array;
+  /** When to publish it; default the job's StartNotBefore. */
+  readonly dueAt?: Date;
+}
+
+/** A held message a scheduler has leased (see {@link JobStore.leaseHeldJobs}). */
+export interface HeldJob {
+  readonly jobId: string;
+  readonly pool: string;
+  readonly priority: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: Buffer;
+  readonly dueAt: string;
+  /** The job's EndNoLaterThan, if any: a held job past it is published already expired. */
+  readonly expiresAt: string | null;
+  readonly leaseUntil: string;
+}
+
+/** Jobs not yet finished, counted by pool and state (for queue status). */
+export interface JobCount {
+  readonly pool: string | null;
+  readonly state: StoredJobState;
+  readonly count: number;
 }
 
 export interface CreateJobResult {
@@ -256,6 +293,29 @@ export interface JobStore {
 
   /** Pending or Scheduled jobs past their EndNoLaterThan, earliest first (to expire). */
   listOverdueJobs(now: Date, limit?: number): Promise<JobSummary[]>;
+
+  /**
+   * Leases held messages that are due at `now` (or past their EndNoLaterThan) and not leased by
+   * another holder (or whose lease ran out), earliest first, for `leaseMs`. Held messages of jobs no
+   * longer `Scheduled` (cancelled meanwhile) are dropped. One write transaction: two schedulers never
+   * lease the same message at once.
+   */
+  leaseHeldJobs(now: Date, holder: string, leaseMs: number, limit?: number): Promise<HeldJob[]>;
+
+  /**
+   * After the broker confirmed the publish: drops the held message and moves the job `Scheduled →
+   * Pending`, in one transaction. False (nothing changed) when `holder` no longer holds the lease.
+   */
+  releaseHeldJob(jobId: string, holder: string): Promise<boolean>;
+
+  /**
+   * Holds a job's message again (a new due time; the job goes back to `Scheduled` from `Pending`):
+   * a job that reached a worker outside its time window waits for the next one.
+   */
+  holdAgain(jobId: string, message: HeldMessage & { readonly dueAt: Date }): Promise<void>;
+
+  /** Scheduled, Pending, Running and Suspended jobs counted by pool and state. */
+  countActiveJobs(): Promise<JobCount[]>;
 
   /** Deletes a job with its copies, files, events and idempotency keys. False if there was none. */
   deleteJob(id: string): Promise<boolean>;

@@ -4,6 +4,7 @@
  */
 import { m001Initial } from './001-initial.js';
 import { m002WorkerGone } from './002-worker-gone.js';
+import { m003HeldJobs } from './003-held-jobs.js';
 
 export interface Migration {
   readonly version: number;
@@ -11,4 +12,4 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Initial, m002WorkerGone];
+export const MIGRATIONS: readonly Migration[] = [m001Initial, m002WorkerGone, m003HeldJobs];
