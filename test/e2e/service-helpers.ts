@@ -188,6 +188,10 @@ export interface JobView {
   [k: string]: unknown;
 }
 
+/** JSON from the API, read loosely: each test checks the fields it uses. */
+// biome-ignore lint/suspicious/noExplicitAny: see above
+type Json = any;
+
 export class Api {
   /** Every response body, as received (the secret check reads them). */
   readonly bodies: string[] = [];
@@ -198,7 +202,7 @@ export class Api {
     route: string,
     body?: string,
     type = 'application/xml',
-  ): Promise<{ status: number; json: any }> {
+  ): Promise<{ status: number; json: Json }> {
     const res = await fetch(`${this.url()}${route}`, {
       method,
       ...(body !== undefined ? { body, headers: { 'content-type': type } } : {}),
@@ -220,7 +224,7 @@ export class Api {
     return r.json as JobView;
   }
 
-  async events(id: string): Promise<Array<Record<string, any>>> {
+  async events(id: string): Promise<Array<Record<string, Json>>> {
     const r = await this.call('GET', `/v1/jobs/${id}/events?limit=5000`);
     return r.json.items;
   }
@@ -309,7 +313,7 @@ export class SlowHttpSource {
 
   async start(): Promise<this> {
     const expected = `Basic ${Buffer.from(`${USER}:${this.password}`).toString('base64')}`;
-    this.server = http.createServer((req, res) => {
+    const server = http.createServer((req, res) => {
       const p = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
       if (req.headers.authorization !== expected) {
         res.writeHead(401, { 'www-authenticate': 'Basic realm="e2e"' }).end();
@@ -341,8 +345,9 @@ export class SlowHttpSource {
       });
       void this.pump(res, p, data.subarray(from, to + 1));
     });
-    await new Promise<void>((r) => this.server?.listen(0, '127.0.0.1', r));
-    this.port = (this.server?.address() as AddressInfo).port;
+    this.server = server;
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    this.port = (server.address() as AddressInfo).port;
     return this;
   }
 
