@@ -51,6 +51,12 @@ export interface WorkerOptions {
   readonly logger?: BrokerLogger;
   /** dts version, reported in heartbeats. */
   readonly version?: string;
+  /**
+   * What happens to a job still running at its EndNoLaterThan: `cancel` (default) stops it and
+   * removes its partial files (the job ends Cancelled, its detail naming the deadline); `finish`
+   * lets it run to the end.
+   */
+  readonly deadlineAction?: 'cancel' | 'finish';
 }
 
 export interface Worker {
@@ -81,6 +87,46 @@ interface ActiveJob {
 
 const PUBLISH_RETRY_MIN_MS = 200;
 const PUBLISH_RETRY_MAX_MS = 5000;
+
+/** The longest setTimeout Node keeps (about 24.8 days); later deadlines re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Cancels a running job at its EndNoLaterThan (`cancel`: the engine removes the partial files) and
+ * names the deadline in the job's terminal event.
+ */
+function watchDeadline(
+  endNoLaterThan: string | undefined,
+  action: 'cancel' | 'finish',
+  controller: AbortController,
+): { annotate(e: TransferEvent): TransferEvent; clear(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let fired = false;
+  const at = endNoLaterThan ? Date.parse(endNoLaterThan) : Number.NaN;
+  if (action === 'cancel' && Number.isFinite(at)) {
+    const arm = () => {
+      const wait = at - Date.now();
+      if (wait <= 0) {
+        fired = true;
+        if (!controller.signal.aborted) controller.abort('cancel');
+        return;
+      }
+      timer = setTimeout(arm, Math.min(wait, MAX_TIMER_MS));
+      timer.unref();
+    };
+    arm();
+  }
+  return {
+    annotate: (e) =>
+      fired && e.type === 'job.state' && e.state === 'Cancelled'
+        ? {
+            ...e,
+            detail: `EndNoLaterThan ${endNoLaterThan} passed while it ran: cancelled, partial files removed`,
+          }
+        : e,
+    clear: () => clearTimeout(timer),
+  };
+}
 
 export function defaultWorkerId(host = hostname()): string {
   const h = host.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40) || 'worker';
@@ -188,6 +234,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     if (abortWith) controller.abort(abortWith);
     const entry: ActiveJob = { ...job, controller, promise: Promise.resolve() };
     active.set(job.jobId, entry);
+    const deadline = watchDeadline(job.spec.bulk.endNoLaterThan, o.deadlineAction ?? 'cancel', controller);
     entry.promise = (async () => {
       let last: Promise<void> = Promise.resolve();
       let result: JobResult | undefined;
@@ -197,7 +244,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
           signal: controller.signal,
           ...(o.progressIntervalMs !== undefined ? { progressIntervalMs: o.progressIntervalMs } : {}),
           onEvent: (e) => {
-            last = publish(jobEvent(job, e));
+            last = publish(jobEvent(job, deadline.annotate(e)));
           },
         });
       } catch (err) {
@@ -212,6 +259,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
           }),
         );
       }
+      deadline.clear();
       await last; // the terminal job.state is confirmed before the job leaves the running queue
       active.delete(job.jobId);
       const final = result?.state ?? 'Failed';
