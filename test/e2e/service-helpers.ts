@@ -126,12 +126,16 @@ export interface Cluster {
 /** Heartbeats every 500 ms; a worker silent for 4 s is reaped. */
 export const FAST_LIVENESS = { DTS_HEARTBEAT_MS: '500', DTS_WORKER_GRACE_MS: '4000' };
 
-export async function cluster(vhost: string, root: string): Promise<Cluster> {
+export async function cluster(
+  vhost: string,
+  root: string,
+  extraEnv: Record<string, string> = {},
+): Promise<Cluster> {
   const amqpUrl = `amqp://guest:guest@127.0.0.1:5672/${vhost}`;
   const dataDir = path.join(root, 'api-data');
   const keyFile = path.join(dataDir, 'keyring.json');
   const port = await freePort();
-  const env = { DTS_AMQP_URL: amqpUrl, ...FAST_LIVENESS };
+  const env = { DTS_AMQP_URL: amqpUrl, ...FAST_LIVENESS, ...extraEnv };
   const workers = new Map<string, DtsProcess>();
   const old: DtsProcess[] = [];
   const c: Cluster = {
@@ -359,7 +363,15 @@ export class SlowHttpSource {
       if (res.destroyed) break;
       const ok = res.write(part);
       this.sent.set(p, (this.sent.get(p) ?? 0) + part.length);
-      if (!ok) await new Promise((r) => res.once('drain', r).once('close', r));
+      if (!ok) {
+        await new Promise<void>((r) => {
+          const done = () => {
+            res.off('drain', done).off('close', done);
+            r();
+          };
+          res.on('drain', done).on('close', done);
+        });
+      }
     }
     res.end();
   }
