@@ -39,6 +39,8 @@ const CLIENT_OPTIONS = `      --api URL         the API (client.api / DTS_API; d
                         besides the system CAs; the token is client.token / DTS_API_TOKEN
 ${CONFIG_LINE}`;
 
+const PAST: Record<ControlAction, string> = { cancel: 'cancelled', suspend: 'suspended', resume: 'resumed' };
+
 export const SERVICE_HELP: Record<ServiceCommand, string> = {
   serve: `Usage: dts serve [--data DIR] [--port N] [--host ADDR] [--pool NAME] [--config FILE]
 
@@ -110,11 +112,11 @@ ${CLIENT_OPTIONS}
 `,
   cancel: controlHelp(
     'cancel',
-    'Cancels the job: a queued one at once; a running one through its worker, which stops at a safe point and removes its partial files.',
+    'Cancels the job: a queued one at once; a running one through its worker, which stops at a safe\npoint and removes its partial files.',
   ),
   suspend: controlHelp(
     'suspend',
-    'Asks the worker running the job to suspend it at a safe point, keeping its partial files; `dts resume ID` continues it.',
+    'Asks the worker running the job to suspend it at a safe point, keeping its partial files;\n`dts resume ID` continues it.',
   ),
   resume: controlHelp(
     'resume',
@@ -145,11 +147,11 @@ function controlHelp(action: ControlAction, what: string): string {
 
 ${what}
 Prints the job's new state, or that the request went to its worker. Exit 0 when the API accepted it;
-1 when it refused (no such job, or not yours; a job in a state it cannot be ${action === 'cancel' ? 'cancelled' : `${action}d`} from);
+1 when it refused (no such job, or not yours; a job in a state it cannot be ${PAST[action]} from);
 2 for a usage or configuration error (a token the API does not know, an unreachable API).
 
 Options:
-      --wait            follow the job until the worker has ${action === 'cancel' ? 'cancelled' : action === 'suspend' ? 'suspended' : 'resumed'} it (at most 60 s)
+      --wait            follow the job until the worker has ${PAST[action]} it (at most 60 s)
       --json            the API's answer as JSON
 ${CLIENT_OPTIONS}
 `;
