@@ -123,6 +123,49 @@ describe.skipIf(!rabbit)('dts api + dts workers on RabbitMQ', () => {
     }
   }, 60_000);
 
+  it('suspend, then resume through the API: Running again, then Done, resumed from the partial file', async () => {
+    const size = 4 * 1024 * 1024;
+    const data = randomBytes(size);
+    source.files.set('/suspend.bin', data);
+    source.bytesPerSecond = 1024 * 1024;
+    const dst = path.join(root, 'suspend-out', 'suspend.bin');
+    try {
+      const id = await api.submit(httpJob(source.url('/suspend.bin'), SECRET, dst));
+      await api.waitJob(id, (j) => j.state === 'Running', 30_000);
+      while ((source.sent.get('/suspend.bin') ?? 0) < 1024 * 1024) await sleep(50);
+      expect((await api.call('POST', `/v1/jobs/${id}/suspend`)).status).toBe(202);
+      await api.waitJob(id, (j) => j.state === 'Suspended', 30_000);
+      expect(await partials(path.dirname(dst))).toHaveLength(1);
+      const sentAtSuspend = source.sent.get('/suspend.bin') ?? 0;
+      expect((await api.call('POST', `/v1/jobs/${id}/resume`)).status).toBe(202);
+      const resumed = await api.waitJob(
+        id,
+        (j) => j.state !== 'Suspended',
+        30_000,
+        'a state after Suspended',
+      );
+      expect(resumed.state).toBe('Running');
+      source.bytesPerSecond = 0;
+      const done = await api.waitJob(id, (j) => TERMINAL.has(j.state), 30_000);
+      expect(done).toMatchObject({ state: 'Done', attempts: 1, files: { total: 1, done: 1 } });
+      expect(sha256(await fs.readFile(dst))).toBe(sha256(data));
+      expect((source.sent.get('/suspend.bin') ?? 0) - sentAtSuspend).toBeLessThan(size);
+      const events = await api.events(id);
+      expect(events.find((e) => e.type === 'file.state' && e.state === 'Done')?.resumedFrom).toBeGreaterThan(
+        0,
+      );
+      expect(events.filter((e) => e.type === 'job.state').map((e) => e.state)).toEqual([
+        'Pending',
+        'Running',
+        'Suspended',
+        'Running',
+        'Done',
+      ]);
+    } finally {
+      source.bytesPerSecond = 0;
+    }
+  }, 60_000);
+
   it('a job cancelled while queued never runs: the worker that later takes it moves no byte', async () => {
     const src = path.join(root, 'queued.bin');
     await fs.writeFile(src, randomBytes(1000));
