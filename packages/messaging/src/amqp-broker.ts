@@ -50,13 +50,16 @@ import {
   type ReleaseOptions,
   type ReleaseResult,
   type RequeueDeadLetterOptions,
+  type RetryOptions,
   type RunningJob,
+  retryDelayTier,
   type Subscription,
   silentLogger,
 } from './broker.js';
 import {
   checkBody,
   checkDate,
+  checkDelay,
   checkHeaders,
   checkPool,
   checkPositiveInt,
@@ -111,7 +114,11 @@ const H = {
   owner: 'x-dts-owner',
   handedOffAt: 'x-dts-handed-off-at',
   noticeDeliveries: 'x-dts-notice-deliveries',
+  retries: 'x-dts-retries',
 } as const;
+
+/** A queue of retries waiting out a delay tier: RabbitMQ's dead-lettering from it is no death. */
+const DELAY_QUEUE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\.delay\.\d+$/;
 
 /** A message as the broker reads it back: the publisher's part and the broker's bookkeeping. */
 interface Envelope {
@@ -133,6 +140,8 @@ interface Envelope {
   handedOffAt: number | undefined;
   /** A dead-letter notice's own deliveries so far (its `deliveries` are the dead message's). */
   noticeDeliveries: number;
+  /** Times the job was sent back for a retry. */
+  retries: number;
 }
 
 type ConsumerKind = 'job' | 'event' | 'control' | 'notice';
@@ -417,6 +426,22 @@ export class AmqpBroker implements Broker {
     session.declaredPools.add(pool);
   }
 
+  /**
+   * A delay tier: no consumer; each message expires after the queue's TTL, in arrival order (one
+   * TTL per queue, so none waits behind a longer one), and RabbitMQ dead-letters it to the submit
+   * exchange, which routes it to its pool's queue by its `pool` header.
+   */
+  private async declareDelay(ch: Channel, tierMs: number): Promise<void> {
+    await ch.assertQueue(this.names.delay(tierMs), {
+      durable: true,
+      arguments: {
+        'x-queue-type': 'classic',
+        'x-message-ttl': tierMs,
+        'x-dead-letter-exchange': this.names.submitExchange,
+      },
+    });
+  }
+
   private async declareRunning(ch: Channel, workerId: string): Promise<void> {
     // No x-expires: a dead worker's jobs wait here for the reaper however long that takes.
     await ch.assertQueue(this.names.running(workerId), {
@@ -628,6 +653,7 @@ export class AmqpBroker implements Broker {
       owner: undefined,
       handedOffAt: undefined,
       noticeDeliveries: 0,
+      retries: 0,
     };
     if (expiresAt !== undefined && expiresAt <= Date.now()) {
       await this.sendDeadLetter(env, body, 'expired');
@@ -692,6 +718,7 @@ export class AmqpBroker implements Broker {
       owner: undefined,
       handedOffAt: undefined,
       noticeDeliveries: 0,
+      retries: 0,
     };
   }
 
@@ -713,6 +740,7 @@ export class AmqpBroker implements Broker {
     set(H.owner, env.owner);
     set(H.handedOffAt, env.handedOffAt);
     if (env.noticeDeliveries > 0) headers[H.noticeDeliveries] = env.noticeDeliveries;
+    if (env.retries > 0) headers[H.retries] = env.retries;
     const properties: Options.Publish = {
       persistent: true,
       messageId: env.messageId,
@@ -898,6 +926,37 @@ export class AmqpBroker implements Broker {
       },
       false,
     );
+  }
+
+  async retryRunning(workerId: string, messageId: string, options: RetryOptions): Promise<boolean> {
+    this.checkOpen();
+    checkWorkerId(workerId);
+    const tier = retryDelayTier(checkDelay(options?.delayMs));
+    const done = await this.scan(
+      this.names.running(workerId),
+      async (held, ack) => {
+        const hit = held.find((msg) => readEnvelope(msg).messageId === messageId);
+        if (hit === undefined) return false;
+        const env = readEnvelope(hit);
+        const waiting: Envelope = {
+          ...env,
+          owner: undefined,
+          handedOffAt: undefined,
+          redelivered: true,
+          retries: env.retries + 1,
+          // A retry is not a failed delivery: the job's allowance grows with it.
+          maxDeliveries: env.maxDeliveries === undefined ? undefined : env.maxDeliveries + 1,
+        };
+        await this.sendToQueue(this.names.delay(tier), hit.content, this.properties(waiting, false), (ch) =>
+          this.declareDelay(ch, tier),
+        );
+        ack.add(hit);
+        return true;
+      },
+      false,
+    );
+    if (done) this.logger.info({ workerId, messageId, delayMs: tier }, 'running job waits for a retry');
+    return done;
   }
 
   async releaseRunning(workerId: string, options: ReleaseOptions = {}): Promise<ReleaseResult> {
@@ -1345,6 +1404,7 @@ class AmqpConsumer {
           priority: env.priority,
           expiresAt: env.expiresAt === undefined ? undefined : new Date(env.expiresAt),
           maxDeliveries: env.maxDeliveries ?? Number.POSITIVE_INFINITY,
+          retries: env.retries,
           handOff: async (workerId: string) => {
             checkWorkerId(workerId);
             const now = Date.now();
@@ -1449,9 +1509,11 @@ function readEnvelope(msg: Message): Envelope {
   const raw = (msg.properties.headers ?? {}) as Record<string, unknown>;
   const kind = str(raw[H.kind]);
   // RabbitMQ's own dead-lettering (a TTL ran out) leaves its reason in x-death, newest first.
-  const death = Array.isArray(raw['x-death'])
+  const newest = Array.isArray(raw['x-death'])
     ? (raw['x-death'][0] as Record<string, unknown> | undefined)
     : undefined;
+  // A retry's delay queue dead-letters the job back to its pool when the delay is over: no death.
+  const death = DELAY_QUEUE.test(str(newest?.queue) ?? '') ? undefined : newest;
   const deathReason = str(death?.reason);
   const deathTime = death?.time as { value?: unknown } | number | undefined;
   const deathSeconds = typeof deathTime === 'object' ? num(deathTime?.value) : num(deathTime);
@@ -1478,6 +1540,7 @@ function readEnvelope(msg: Message): Envelope {
     owner: str(raw[H.owner]),
     handedOffAt: num(raw[H.handedOffAt]),
     noticeDeliveries: num(raw[H.noticeDeliveries]) ?? 0,
+    retries: num(raw[H.retries]) ?? 0,
   };
 }
 
@@ -1492,6 +1555,7 @@ function toRunningJob(env: Envelope, body: Buffer, workerId: string): RunningJob
     expiresAt: env.expiresAt === undefined ? undefined : new Date(env.expiresAt),
     maxDeliveries: env.maxDeliveries ?? Number.POSITIVE_INFINITY,
     deliveryCount: env.deliveries,
+    retries: env.retries,
     publishedAt: new Date(env.publishedAt),
     handedOffAt: new Date(env.handedOffAt ?? env.publishedAt),
   };

@@ -110,6 +110,8 @@ export interface JobDelivery extends Delivery {
   readonly priority: Priority;
   readonly expiresAt: Date | undefined;
   readonly maxDeliveries: number;
+  /** Times the job was sent back for a retry ({@link Broker.retryRunning}): 0 on its first attempt. */
+  readonly retries: number;
   /**
    * The hand-off (long jobs vs RabbitMQ's `consumer_timeout`): moves the job, durably, into the
    * running queue of `workerId` and settles this delivery. The job then stays in the broker, owned by
@@ -142,8 +144,32 @@ export interface RunningJob {
   readonly maxDeliveries: number;
   /** Deliveries so far, the one that led to this hand-off included. */
   readonly deliveryCount: number;
+  /** Times the job was sent back for a retry ({@link Broker.retryRunning}). */
+  readonly retries: number;
   readonly publishedAt: Date;
   readonly handedOffAt: Date;
+}
+
+export interface RetryOptions {
+  /**
+   * How long the job waits before it is back in its pool's queue. The AMQP broker rounds it up to
+   * the next of its delay tiers ({@link RETRY_DELAY_TIERS_MS}); the embedded broker keeps it exactly.
+   */
+  readonly delayMs: number;
+}
+
+/**
+ * The delays a retry can wait on RabbitMQ: one queue per tier, each with a queue-level TTL whose
+ * dead-letter exchange is the submit exchange, so every message in a tier expires in arrival order
+ * and goes back to its pool by its `pool` header. A longer delay waits the longest tier.
+ */
+export const RETRY_DELAY_TIERS_MS: readonly number[] = [
+  1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,
+];
+
+/** The tier a delay waits on RabbitMQ: the shortest one at least as long, else the longest. */
+export function retryDelayTier(delayMs: number): number {
+  return RETRY_DELAY_TIERS_MS.find((t) => t >= delayMs) ?? (RETRY_DELAY_TIERS_MS.at(-1) as number);
 }
 
 /** A message in the dead-letter queue. */
@@ -270,6 +296,15 @@ export interface Broker {
    * `maxDeliveries` is used up, or whose `expiresAt` has passed, is dead-lettered instead.
    */
   releaseRunning(workerId: string, options?: ReleaseOptions): Promise<ReleaseResult>;
+
+  /**
+   * A retry with backoff that holds no worker: moves a job out of the worker's running queue to wait
+   * `delayMs` in the broker, then back into its pool's queue (`redelivered`, `retries` + 1). The wait
+   * does not count toward `maxDeliveries` (the job's allowance grows with each retry: a job that
+   * fails and retries is not a poison job), and a job whose `expiresAt` passes while it waits is
+   * dead-lettered `expired`. False when the job is not in that worker's running queue.
+   */
+  retryRunning(workerId: string, messageId: string, options: RetryOptions): Promise<boolean>;
 
   /** Publishes an event to the events queue (persistent, confirmed). Resolves its message id. */
   publishEvent(event: MessageToPublish): Promise<string>;

@@ -26,6 +26,8 @@ export interface TopologyNames {
   waiting(pool: string): string;
   running(workerId: string): string;
   control(workerId: string): string;
+  /** Where a retried job waits: RabbitMQ one queue per delay tier (ms), embedded one queue (no tier). */
+  delay(tierMs?: number): string;
 }
 
 export function topologyNames(prefix: string): TopologyNames {
@@ -48,6 +50,7 @@ export function topologyNames(prefix: string): TopologyNames {
     waiting: (pool) => `${prefix}.pool.${pool}.waiting`,
     running: (workerId) => `${prefix}.running.${workerId}`,
     control: (workerId) => `${prefix}.control.${workerId}`,
+    delay: (tierMs) => (tierMs === undefined ? `${prefix}.delay` : `${prefix}.delay.${tierMs}`),
   };
 }
 
@@ -105,6 +108,17 @@ export function checkDate(what: string, value: unknown): number | undefined {
     throw new BrokerError('MSG_INVALID', `invalid ${what}: use a valid Date`);
   }
   return value.getTime();
+}
+
+/** A retry delay: whole milliseconds from 0 to 7 days. */
+export function checkDelay(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 7 * 86_400_000) {
+    throw new BrokerError(
+      'MSG_INVALID',
+      `invalid delayMs ${String(value)}: use whole milliseconds from 0 to 7 days`,
+    );
+  }
+  return value;
 }
 
 export function checkBody(body: unknown): Buffer {

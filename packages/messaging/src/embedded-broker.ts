@@ -37,6 +37,7 @@ import {
   type ReleaseOptions,
   type ReleaseResult,
   type RequeueDeadLetterOptions,
+  type RetryOptions,
   type RunningJob,
   type Subscription,
   silentLogger,
@@ -44,6 +45,7 @@ import {
 import {
   checkBody,
   checkDate,
+  checkDelay,
   checkHeaders,
   checkPool,
   checkPositiveInt,
@@ -91,7 +93,8 @@ type SqliteConstructor = new (file: string, options?: { timeout?: number }) => S
 
 const requireCjs = createRequire(import.meta.url);
 
-const SCHEMA_VERSION = 1;
+/** 2: `retries` and `due_at` (jobs waiting for a retry, {@link EmbeddedBroker.retryRunning}). */
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS broker_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,11 +119,18 @@ CREATE TABLE IF NOT EXISTS messages (
   handed_off_at INTEGER,
   dead_reason TEXT,
   dead_at INTEGER,
-  dead_deliveries INTEGER                      -- dead letters and their notices: deliveries before death
+  dead_deliveries INTEGER,                     -- dead letters and their notices: deliveries before death
+  retries INTEGER NOT NULL DEFAULT 0,          -- jobs: times sent back for a retry
+  due_at INTEGER                               -- a job waiting in the delay queue: back to its pool then
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS messages_by_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_expiring ON messages (expires_at) WHERE state = 'ready' AND expires_at IS NOT NULL;
+`;
+
+/** After SCHEMA: indexes on columns a version-1 file gets from its upgrade. */
+const SCHEMA_INDEXES = `
+CREATE INDEX IF NOT EXISTS messages_due ON messages (due_at) WHERE due_at IS NOT NULL;
 `;
 
 interface Row {
@@ -145,6 +155,8 @@ interface Row {
   dead_reason: string | null;
   dead_at: number | null;
   dead_deliveries: number | null;
+  retries: number;
+  due_at: number | null;
 }
 
 type ConsumerKind = 'job' | 'event' | 'control' | 'notice';
@@ -183,6 +195,8 @@ export class EmbeddedBroker implements Broker {
   private dispatchScheduled = false;
   private expiryTimer: NodeJS.Timeout | undefined;
   private expiryAt = Number.POSITIVE_INFINITY;
+  private delayTimer: NodeJS.Timeout | undefined;
+  private delayAt = Number.POSITIVE_INFINITY;
   private closed = false;
 
   private constructor(db: SqliteDatabase, options: EmbeddedBrokerOptions) {
@@ -226,7 +240,15 @@ export class EmbeddedBroker implements Broker {
             'MSG_TOPOLOGY',
             `${file} has broker schema ${row.value}, newer than this dts (${SCHEMA_VERSION}): upgrade dts`,
           );
+        } else if (Number(row.value) < 2) {
+          // Version 1 had no retries: its messages have had none, and none waits for one.
+          db.exec('ALTER TABLE messages ADD COLUMN retries INTEGER NOT NULL DEFAULT 0');
+          db.exec('ALTER TABLE messages ADD COLUMN due_at INTEGER');
+          db.prepare(`UPDATE broker_meta SET value = ? WHERE key = 'schema_version'`).run(
+            String(SCHEMA_VERSION),
+          );
         }
+        db.exec(SCHEMA_INDEXES);
       }).immediate();
     } catch (err) {
       db.close();
@@ -243,6 +265,7 @@ export class EmbeddedBroker implements Broker {
     }
     const broker = new EmbeddedBroker(db, options);
     broker.recover();
+    broker.armDelay();
     return broker;
   }
 
@@ -569,6 +592,7 @@ export class EmbeddedBroker implements Broker {
           priority: toPriority(row.priority),
           expiresAt: row.expires_at === null ? undefined : new Date(row.expires_at),
           maxDeliveries: row.max_deliveries ?? Number.POSITIVE_INFINITY,
+          retries: row.retries,
           handOff: async (workerId: string) => this.settleHandOff(tag, workerId),
         } satisfies JobDelivery;
         break;
@@ -711,6 +735,66 @@ export class EmbeddedBroker implements Broker {
     return { released, deadLettered };
   }
 
+  async retryRunning(workerId: string, messageId: string, options: RetryOptions): Promise<boolean> {
+    this.checkOpen();
+    checkWorkerId(workerId);
+    const delayMs = checkDelay(options?.delayMs);
+    const dueAt = Date.now() + delayMs;
+    const moved = this.tx(() => {
+      const row = this.stmt.getById.get(this.names.running(workerId), 'running', messageId) as
+        | Row
+        | undefined;
+      if (row === undefined) return undefined;
+      this.stmt.toDelay.run(this.names.delay(), dueAt, row.seq);
+      return row;
+    });
+    if (moved === undefined) return false;
+    this.logger.info({ workerId, messageId, delayMs }, 'running job waits for a retry');
+    this.armDelay();
+    // A deadline that passes while it waits dead-letters it (the expiry sweep sees every ready row).
+    this.afterChange(moved.expires_at ?? undefined);
+    return true;
+  }
+
+  /** One timer for the earliest job waiting for a retry. */
+  private armDelay(): void {
+    if (this.closed) return;
+    const next = (this.stmt.nextDue.get(this.names.delay()) as { at: number | null }).at;
+    if (next === null) return;
+    if (this.delayTimer !== undefined && this.delayAt <= next) return;
+    if (this.delayTimer !== undefined) clearTimeout(this.delayTimer);
+    this.delayAt = next;
+    this.delayTimer = setTimeout(
+      () => {
+        this.delayTimer = undefined;
+        this.delayAt = Number.POSITIVE_INFINITY;
+        this.releaseDue();
+      },
+      Math.min(MAX_TIMER_MS, Math.max(0, next - Date.now())),
+    );
+    this.delayTimer.unref();
+  }
+
+  /** Jobs whose retry delay is over go back to their pools (keeping their place by arrival). */
+  private releaseDue(): void {
+    if (this.closed) return;
+    try {
+      const now = Date.now();
+      const rows = this.tx(() => {
+        const due = this.stmt.due.all(this.names.delay(), now) as Row[];
+        for (const row of due) this.stmt.fromDelay.run(this.names.pool(row.pool ?? ''), row.seq);
+        return due;
+      });
+      if (rows.length > 0) {
+        this.logger.info({ messageIds: rows.map((r) => r.message_id) }, 'jobs back from their retry delay');
+        this.scheduleDispatch();
+      }
+    } catch (err) {
+      this.logger.error({ err: errorText(err) }, 'releasing retried jobs failed');
+    }
+    this.armDelay();
+  }
+
   // ----------------------------------------------------------------------------------------------
   // Dead letters
 
@@ -781,6 +865,7 @@ export class EmbeddedBroker implements Broker {
     if (this.closed) return;
     this.closed = true;
     if (this.expiryTimer !== undefined) clearTimeout(this.expiryTimer);
+    if (this.delayTimer !== undefined) clearTimeout(this.delayTimer);
     this.consumers.clear();
     this.deliveries.clear();
     this.db.close();
@@ -934,6 +1019,14 @@ function prepareStatements(db: SqliteDatabase) {
     expired: db.prepare(
       `SELECT seq, message_id, queue FROM messages WHERE state = 'ready' AND expires_at IS NOT NULL AND expires_at <= ?`,
     ),
+    // A retry: out of the running queue into the delay queue; one more delivery allowed for it.
+    toDelay: db.prepare(
+      `UPDATE messages SET queue = ?, state = 'ready', owner = NULL, handed_off_at = NULL, redelivered = 1,
+         retries = retries + 1, max_deliveries = max_deliveries + 1, due_at = ? WHERE seq = ?`,
+    ),
+    nextDue: db.prepare(`SELECT MIN(due_at) AS at FROM messages WHERE queue = ? AND state = 'ready'`),
+    due: db.prepare(`SELECT * FROM messages WHERE queue = ? AND state = 'ready' AND due_at <= ?`),
+    fromDelay: db.prepare(`UPDATE messages SET queue = ?, due_at = NULL WHERE seq = ?`),
     recoverUnacked: db.prepare(
       `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE state = 'unacked'`,
     ),
@@ -958,6 +1051,7 @@ function toRunningJob(row: Row): RunningJob {
     expiresAt: row.expires_at === null ? undefined : new Date(row.expires_at),
     maxDeliveries: row.max_deliveries ?? Number.POSITIVE_INFINITY,
     deliveryCount: row.delivery_count,
+    retries: row.retries,
     publishedAt: new Date(row.published_at),
     handedOffAt: new Date(row.handed_off_at ?? row.published_at),
   };

@@ -29,10 +29,13 @@ export {
   type Priority,
   type PublishResult,
   type QueueStats,
+  RETRY_DELAY_TIERS_MS,
   type ReleaseOptions,
   type ReleaseResult,
   type RequeueDeadLetterOptions,
+  type RetryOptions,
   type RunningJob,
+  retryDelayTier,
   type Subscription,
   silentLogger,
 } from './broker.js';

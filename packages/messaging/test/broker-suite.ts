@@ -372,6 +372,41 @@ export function runBrokerConformance(
       expect(letters.map((l) => [l.messageId, l.reason])).toEqual([[messageId, 'delivery-limit']]);
     });
 
+    test('retry: a running job waits its delay outside every queue, comes back, and retries are not poison', async (open) => {
+      const broker = await open();
+      const { messageId } = await broker.publishJob({ pool: 'rty', body: text('r'), maxDeliveries: 2 });
+      const got: { at: number; d: JobDelivery }[] = [];
+      await broker.consumeJobs('rty', async (d) => {
+        got.push({ at: Date.now(), d });
+        await d.handOff('wr');
+      });
+      // Three failed attempts, each sent back with a 1 s delay: more than maxDeliveries (2), and
+      // still no dead letter, because a retry is not a lost delivery.
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        await until(() => got.length === attempt, `attempt ${attempt}`, 10_000);
+        const d = got[attempt - 1]?.d as JobDelivery;
+        expect(d).toMatchObject({ messageId, retries: attempt - 1, deliveryCount: attempt });
+        expect(d.redelivered).toBe(attempt > 1);
+        await until(async () => (await broker.listRunning('wr')).length === 1, 'the running job');
+        expect((await broker.listRunning('wr'))[0]?.retries).toBe(attempt - 1);
+        const sentAt = Date.now();
+        expect(await broker.retryRunning('wr', messageId, { delayMs: 1000 })).toBe(true);
+        expect(await broker.listRunning('wr')).toEqual([]);
+        expect((await broker.stats('rty')).ready).toBe(0); // waiting, not ready
+        if (attempt < 3) {
+          await until(() => got.length === attempt + 1, `retry ${attempt}`, 10_000);
+          expect((got[attempt]?.at as number) - sentAt).toBeGreaterThanOrEqual(950);
+        }
+      }
+      await until(() => got.length === 4, 'the fourth attempt', 10_000);
+      expect(got[3]?.d.retries).toBe(3);
+      expect(await broker.listDeadLetters()).toEqual([]);
+      expect(await broker.retryRunning('wr', 'no-such-job', { delayMs: 0 })).toBe(false);
+      await expect(broker.retryRunning('wr', messageId, { delayMs: -1 })).rejects.toMatchObject({
+        code: 'MSG_INVALID',
+      });
+    });
+
     test('control messages reach only the addressed worker', async (open) => {
       const broker = await open();
       const got = new Map<string, Array<[string, string, unknown]>>([
