@@ -9,6 +9,7 @@ import {
   apiCommand,
   type ControlAction,
   controlCommand,
+  keygenCommand,
   serveCommand,
   statusCommand,
   submitCommand,
@@ -28,6 +29,7 @@ export const SERVICE_COMMANDS = [
   'resume',
   'workers',
   'config',
+  'keygen',
 ] as const;
 export type ServiceCommand = (typeof SERVICE_COMMANDS)[number];
 
@@ -130,6 +132,18 @@ time since its last heartbeat, host and selector. --json prints the API's answer
 Options:
       --json            the API's JSON answer
 ${CLIENT_OPTIONS}
+`,
+  keygen: `Usage: dts keygen [FILE] [--force] [--config FILE]
+
+Writes a new keyring to FILE (default: keyFile, i.e. DTS_KEY_FILE or <dataDir>/keyring.json), mode
+0600. The API seals the credentials of each job with it before they reach the broker, and the workers
+of its pools open them with it: give them all this same file, and no one else. An existing FILE is
+kept (exit 0); --force replaces it (jobs sealed with the old keys can then no longer be opened).
+\`dts serve\` and \`dts api\` make the default one on first start by themselves.
+
+Options:
+      --force           replace an existing FILE
+${CONFIG_LINE}
 `,
   config: `Usage: dts config [--json] [--config FILE]
 
@@ -292,6 +306,19 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
       });
       if (values.help) return help(command);
       return workersCommand(configWith(values, ['api']), { json: values.json === true });
+    }
+    case 'keygen': {
+      const { values, positionals } = parse(command, args, {
+        data: { type: 'string' },
+        force: { type: 'boolean', default: false },
+      });
+      if (values.help) return help(command);
+      if (positionals.length > 1)
+        throw new UsageError('give at most one FILE: `dts keygen /etc/dts/keyring.json`');
+      return keygenCommand(configWith(values, ['data']), {
+        ...(positionals[0] ? { file: positionals[0] } : {}),
+        force: values.force === true,
+      });
     }
     case 'config': {
       const { values } = parse(command, args, { json: { type: 'boolean', default: false } });

@@ -247,6 +247,31 @@ export async function workerCommand(loaded: LoadedConfig): Promise<number> {
   return EXIT.ok;
 }
 
+/**
+ * `dts keygen [FILE]`: writes a new keyring (mode 0600) for an API and the workers of its pools. An
+ * existing file is kept (exit 0), so deployment scripts can run it every time; `--force` replaces it.
+ */
+export async function keygenCommand(
+  loaded: LoadedConfig,
+  o: { file?: string; force: boolean },
+): Promise<number> {
+  const file = path.resolve(o.file ?? loaded.config.keyFile);
+  if (existsSync(file) && !o.force) {
+    process.stderr.write(
+      `dts keygen: ${file} exists; kept it (--force replaces it, and then the API and every worker need the new file)\n`,
+    );
+    return EXIT.ok;
+  }
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const text = `${JSON.stringify(keyringToJson(generateKeyring()))}\n`;
+  if (o.force) await fs.rm(file, { force: true });
+  await fs.writeFile(file, text, { mode: 0o600, flag: 'wx' });
+  process.stderr.write(
+    `dts keygen: wrote a new keyring to ${file}; give the API and every worker of its pools this same file (keyFile / DTS_KEY_FILE), and no one else\n`,
+  );
+  return EXIT.ok;
+}
+
 // -----------------------------------------------------------------------------------------------
 // Client commands
 
