@@ -28,6 +28,7 @@ Commands:
   resume ID       resume a suspended job from its partial files (--wait)
   workers         the workers and their last heartbeat, as a table (--json)
   config          check the configuration and print every setting and where it came from
+  keygen [FILE]   write a new keyring for an API and its workers (kept if it exists)
   queues          every pool's queue: ready, running, scheduled, dead letters, consumers (--watch)
   dead-letters    list|requeue|purge the jobs that could not run (expired, poison)
   scheduler       a scheduler process on RabbitMQ: publishes held jobs when due
@@ -133,6 +134,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'resume':
       case 'workers':
       case 'config':
+      case 'keygen':
         return await serviceMain(command, rest);
       case 'queues':
       case 'dead-letters':
