@@ -381,3 +381,108 @@ describe('dts serve: suspend, resume, cancel and workers against a running job',
     expect(unknown.err).toContain('no such job 0190d2a4-0000-7000-8000-000000000000 (or not yours)');
   }, 120_000);
 });
+
+const amqpVhost = `dts-cli-${process.pid}-${Date.now()}`;
+const rabbit = (() => {
+  try {
+    execFileSync('rabbitmqctl', ['add_vhost', amqpVhost], { stdio: 'ignore' });
+    execFileSync('rabbitmqctl', ['set_permissions', '-p', amqpVhost, 'guest', '.*', '.*', '.*'], {
+      stdio: 'ignore',
+    });
+    return true;
+  } catch {
+    if (process.env.CI === 'true')
+      throw new Error('CI=true and RabbitMQ is not reachable: run `rabbitmq-server -detached`');
+    console.warn(
+      '\n*** SKIPPING dts api + dts worker on RabbitMQ: start it with `rabbitmq-server -detached` ***\n',
+    );
+    return false;
+  }
+})();
+
+describe.skipIf(!rabbit)('dts api + dts worker on RabbitMQ, configured by one file', () => {
+  afterAll(() => {
+    execFileSync('rabbitmqctl', ['delete_vhost', amqpVhost], { stdio: 'ignore' });
+  });
+
+  it('the worker takes its pool from the file, is confined to its file roots, and is listed', async () => {
+    const port = await freePort();
+    const allowed = path.join(root, 'rabbit-allowed');
+    const outside = path.join(root, 'rabbit-outside');
+    await fs.mkdir(path.join(allowed, 'src'), { recursive: true });
+    await fs.mkdir(path.join(outside, 'src'), { recursive: true });
+    const payload = randomBytes(64 * 1024);
+    await fs.writeFile(path.join(allowed, 'src', 'a.bin'), payload);
+    await fs.writeFile(path.join(outside, 'src', 'a.bin'), payload);
+    const keys = path.join(root, 'rabbit-keys', 'keyring.json');
+    const configFile = path.join(root, 'rabbit.yaml');
+    await fs.writeFile(
+      configFile,
+      `# one file for the API and the worker; each reads what it needs
+dataDir: rabbit-data
+keyFile: rabbit-keys/keyring.json
+api: { port: ${port} }
+broker: { amqpUrl: "amqp://guest:guest@127.0.0.1:5672/${amqpVhost}" }
+worker:
+  pool: i04
+  heartbeatMs: 500
+  fileRoots: [${allowed}]
+`,
+    );
+    // An explicit key file must exist: the worker and the API refuse to start without it.
+    const noKeys = await dts(['worker', '--config', configFile]);
+    expect(noKeys.code).toBe(2);
+    expect(noKeys.err).toContain(
+      `keyFile (in ${configFile}:3): ${keys} does not exist; copy the API's key file here`,
+    );
+    const made = await dts(['keygen', '--config', configFile]);
+    expect(made.code, made.err).toBe(0);
+    expect((await fs.stat(keys)).mode & 0o777).toBe(0o600);
+
+    const api = start(['api', '--config', configFile]);
+    const worker = start(['worker', '--config', configFile]);
+    try {
+      await waitForPort(port, 30_000, 'dts api');
+      const deadline = Date.now() + 30_000;
+      let workers: Run;
+      for (;;) {
+        workers = await dts(['workers', '--config', configFile]);
+        if (/\si04\s/.test(workers.out) || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      expect(workers.out, workers.err + api.log() + worker.log()).toMatch(/\si04\s+idle\s+0\s/);
+
+      const inside = path.join(root, 'rabbit-inside.xml');
+      await fs.writeFile(
+        inside,
+        jobXml(`file://${allowed}/src/`, `file://${allowed}/dst/`).replace(
+          '<DataCopy',
+          '<Properties><Property name="pool">i04</Property></Properties>\n  <DataCopy',
+        ),
+      );
+      const id = (await dts(['submit', inside, '--config', configFile])).out.trim();
+      const done = await dts(['status', id, '--watch', '--config', configFile]);
+      expect(done.code, done.out + done.err + worker.log()).toBe(0);
+      expect(sha256(await fs.readFile(path.join(allowed, 'dst', 'a.bin')))).toBe(sha256(payload));
+
+      const escaping = path.join(root, 'rabbit-outside.xml');
+      await fs.writeFile(
+        escaping,
+        jobXml(`file://${outside}/src/`, `file://${allowed}/dst2/`).replace(
+          '<DataCopy',
+          '<Properties><Property name="pool">i04</Property></Properties>\n  <DataCopy',
+        ),
+      );
+      const bad = (await dts(['submit', escaping, '--config', configFile])).out.trim();
+      const failed = await dts(['status', bad, '--watch', '--config', configFile]);
+      expect(failed.code, failed.out + failed.err).toBe(1);
+      expect(failed.out).toContain(`${bad}  Failed`);
+      const files = await fetch(`http://127.0.0.1:${port}/v1/jobs/${bad}`).then((r) => r.text());
+      expect(files).toContain('outside the directories this worker may use');
+      expect(existsSync(path.join(allowed, 'dst2', 'a.bin'))).toBe(false);
+    } finally {
+      expect(await stop(worker.child), worker.log()).toBe(0);
+      expect(await stop(api.child), api.log()).toBe(0);
+    }
+  }, 120_000);
+});
