@@ -14,7 +14,10 @@
  *
  * Knobs (environment): DTS_BENCH_ROUNDS (default 1 here), DTS_BENCH_PROTOCOLS=sftp,ftp,webdav,http,
  * DTS_BENCH_CASES=file-up,file-down,tree-up,tree-down, DTS_BENCH_BIG_MIB (default 1024; smaller for a
- * quick check of the harness).
+ * quick check of the harness), DTS_BENCH_TOOLS=dts,rclone,peer (a subset while iterating on dts),
+ * DTS_BENCH_CPU_PROF=DIR (dts runs under `node --cpu-prof --cpu-prof-dir=DIR`, one .cpuprofile a run),
+ * DTS_BENCH_BASELINE=DIR (another built copy of this repo, run beside dts as `dts-base`: an A/B of a
+ * change in one run, which on a noisy machine is the only comparison that means anything).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -42,6 +45,7 @@ const LFTP_PARALLEL = 4;
 
 const ALL_PROTOCOLS = ['sftp', 'ftp', 'webdav', 'http'];
 const ALL_CASES = ['file-up', 'file-down', 'tree-up', 'tree-down'];
+const ALL_TOOLS = ['dts', 'dts-base', 'rclone', 'peer'];
 
 export async function protocols() {
   const rounds = Number(process.env.DTS_BENCH_ROUNDS ?? 1);
@@ -49,6 +53,12 @@ export async function protocols() {
   const bigBytes = bigMiB * MiB;
   const wantedProtocols = listEnv('DTS_BENCH_PROTOCOLS', ALL_PROTOCOLS);
   const wantedCases = listEnv('DTS_BENCH_CASES', ALL_CASES);
+  const wantedTools = listEnv('DTS_BENCH_TOOLS', ALL_TOOLS);
+  const cpuProf = process.env.DTS_BENCH_CPU_PROF;
+  const baseline = process.env.DTS_BENCH_BASELINE
+    ? path.resolve(process.env.DTS_BENCH_BASELINE, 'apps/cli/bin/dts.js')
+    : undefined;
+  const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProf)}`] : [];
   for (const tool of ['rclone', 'sftp', 'lftp', 'curl', '/usr/bin/time'])
     if (!have(tool))
       throw new Error(`${tool} is not installed: apt-get install rclone openssh-client lftp curl time`);
@@ -414,10 +424,26 @@ export async function protocols() {
           ...r.rcloneFlags,
         ];
         const tools = [
-          { name: 'dts', run: () => measure(process.execPath, [dtsBin, 'copy', doc, '--quiet']) },
-          { name: 'rclone', run: () => measure('rclone', rcloneArgs, { env: rcloneEnv }) },
-          { name: r.peer, run: r.peerRun(c) },
-        ];
+          {
+            id: 'dts',
+            name: 'dts',
+            run: () => measure(process.execPath, [...nodeArgs, dtsBin, 'copy', doc, '--quiet']),
+          },
+          ...(baseline
+            ? [
+                {
+                  id: 'dts-base',
+                  name: 'dts-base',
+                  run: () =>
+                    measure(process.execPath, [...nodeArgs, baseline, 'copy', doc, '--quiet'], {
+                      cwd: path.dirname(path.dirname(baseline)),
+                    }),
+                },
+              ]
+            : []),
+          { id: 'rclone', name: 'rclone', run: () => measure('rclone', rcloneArgs, { env: rcloneEnv }) },
+          { id: 'peer', name: r.peer, run: r.peerRun(c) },
+        ].filter((t) => wantedTools.includes(t.id));
         const samples = new Map(tools.map((t) => [t.name, []]));
         const errors = new Map(tools.map((t) => [t.name, []]));
         for (let round = 0; round < rounds; round++) {
@@ -455,11 +481,11 @@ export async function protocols() {
           const ok = samples.get(t.name);
           return { tool: t.name, m: ok.length ? median(ok) : undefined, failed: errors.get(t.name).length };
         });
-        const peers = results.filter((x) => x.tool !== 'dts' && x.m);
+        const peers = results.filter((x) => !x.tool.startsWith('dts') && x.m);
         const best = peers.length ? Math.min(...peers.map((x) => x.m.wall)) : undefined;
         const rclone = results.find((x) => x.tool === 'rclone')?.m;
         for (const x of results) {
-          const isDts = x.tool === 'dts';
+          const isDts = x.tool.startsWith('dts');
           rows.push({
             case: c.name,
             protocol: p,

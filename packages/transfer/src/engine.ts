@@ -1,4 +1,4 @@
-import { once } from 'node:events';
+import { once, setMaxListeners } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Credential, DataCopySpec, DataLocation, JobSpec } from '@dts/document';
@@ -99,8 +99,14 @@ interface SinkTarget {
   /** Directory copy: the sink directory path (ends with `/`). File copy: the target file path. */
   readonly base: string;
   readonly isDirectory: boolean;
-  /** Directories known to exist at this sink (so mkdir is not repeated per file). */
-  readonly made: Set<string>;
+  /** Directories made (or being made) at this sink, so mkdir is asked once per directory, not per file. */
+  readonly made: Map<string, Promise<void>>;
+  /**
+   * Per directory of a tree copy, the names of dts's partial files found there by one listing before
+   * the first file of that directory is written (undefined: the listing failed, so look per file).
+   * A file whose partial is not there needs no look at the sink to know it starts from byte 0.
+   */
+  readonly partials: Map<string, Promise<Set<string> | undefined>>;
 }
 
 interface SourceChoice {
@@ -116,6 +122,8 @@ class CopyRun {
   private readonly counts = { done: 0, skipped: 0, failed: 0 };
   private readonly failures: FileFailure[] = [];
   private bytes = 0;
+  /** A directory copy (partial files are found by listing each sink directory once). */
+  private isTreeCopy = false;
   private readonly leftBehind: string[] = [];
   private readonly backoff: Required<BackoffOptions>;
   private readonly progressIntervalMs: number;
@@ -128,10 +136,20 @@ class CopyRun {
   ) {
     this.backoff = { initialMs: 1000, factor: 2, maxMs: 60_000, ...options.backoff };
     this.progressIntervalMs = options.progressIntervalMs ?? 1000;
+    if (options.signal) {
+      // Every file in flight, its requests and the listing each listen for a stop: one signal of this
+      // copy's own, whose listener bound fits its concurrency, rather than piling them on the
+      // caller's signal (Node warns past 10 there, and the caller's signal is not ours to configure).
+      this.stop = new AbortController();
+      setMaxListeners(Math.max(10, 8 * copy.requirements.concurrency + 16), this.stop.signal);
+    }
   }
 
+  /** This copy's stop signal: follows the job's (same reason) while `run` runs. */
+  private readonly stop: AbortController | undefined;
+
   private get signal(): AbortSignal | undefined {
-    return this.options.signal;
+    return this.stop?.signal;
   }
 
   private stopReason(): StopReason | undefined {
@@ -140,6 +158,18 @@ class CopyRun {
   }
 
   async run(): Promise<CopyResult> {
+    const outer = this.options.signal;
+    const forward = () => this.stop?.abort(outer?.reason);
+    if (outer?.aborted) forward();
+    else outer?.addEventListener('abort', forward, { once: true });
+    try {
+      return await this.runCopy();
+    } finally {
+      outer?.removeEventListener('abort', forward);
+    }
+  }
+
+  private async runCopy(): Promise<CopyResult> {
     const id = this.copy.id;
     this.emit({ type: 'copy.state', copyId: id, state: 'Transferring' });
     let error: TransferError | undefined;
@@ -244,7 +274,13 @@ class CopyRun {
         }
         const dir = isDirectory ? loc.path : parentOf(loc.path);
         await this.withRetries(() => loc.adapter.mkdir(dir));
-        return { loc, base: loc.path, isDirectory, made: new Set([trimSlash(dir)]) };
+        return {
+          loc,
+          base: loc.path,
+          isDirectory,
+          made: new Map([[trimSlash(dir), Promise.resolve()]]),
+          partials: new Map(),
+        };
       } catch (err) {
         last = classifySystemError(err);
         if (last.kind === 'cancelled' || last.kind === 'fatal') throw last;
@@ -254,6 +290,7 @@ class CopyRun {
   }
 
   private async copyTree(source: SourceChoice, sinks: readonly SinkTarget[]): Promise<void> {
+    this.isTreeCopy = true;
     const matcher = selectionMatcher(this.copy.source.select);
     const concurrency = Math.max(1, this.copy.requirements.concurrency);
     const inFlight = new Set<Promise<void>>();
@@ -312,11 +349,44 @@ class CopyRun {
     }
   }
 
-  private async ensureDir(sink: SinkTarget, dir: string): Promise<void> {
+  private ensureDir(sink: SinkTarget, dir: string): Promise<void> {
     const key = trimSlash(dir);
-    if (sink.made.has(key)) return;
-    await this.withRetries(() => sink.loc.adapter.mkdir(key));
-    sink.made.add(key);
+    let making = sink.made.get(key);
+    if (!making) {
+      // Files of one directory share one mkdir; a failed one is asked again by the next file.
+      making = this.withRetries(() => sink.loc.adapter.mkdir(key));
+      sink.made.set(key, making);
+      making.catch(() => sink.made.delete(key));
+    }
+    return making;
+  }
+
+  /**
+   * Whether `temp` may hold a partial copy to resume. In a tree copy, one listing of each sink
+   * directory answers this for all its files (most trees have none), instead of a stat per file that
+   * nearly always finds nothing; a retry always looks again (its own earlier attempt left one).
+   */
+  private async mayHavePartial(t: PendingSink, attempt: number): Promise<boolean> {
+    if (attempt > 1 || !this.isTreeCopy) return true;
+    const dir = parentOf(t.temp);
+    let found = t.sink.partials.get(dir);
+    if (!found) {
+      found = this.partialNames(t.sink.loc.adapter, dir);
+      t.sink.partials.set(dir, found);
+    }
+    const names = await found;
+    return names === undefined || names.has(t.temp.slice(t.temp.lastIndexOf('/') + 1));
+  }
+
+  private async partialNames(adapter: Adapter, dir: string): Promise<Set<string> | undefined> {
+    const names = new Set<string>();
+    try {
+      for await (const e of adapter.list(dir, this.signal))
+        if (e.type === 'file' && e.name.endsWith(PARTIAL_SUFFIX)) names.add(e.name);
+      return names;
+    } catch {
+      return undefined;
+    }
   }
 
   private targetPath(sink: SinkTarget, rel: string, name: string): string {
@@ -539,7 +609,7 @@ class CopyRun {
     }
 
     // Resume: every sink keeps a prefix of its partial file; the shortest one bounds them all.
-    const offset = await this.resumeOffset(source, pending, entry);
+    const offset = await this.resumeOffset(source, pending, entry, attempt);
     const hash = req.checksum ? createChecksum(req.checksum) : undefined;
     if (hash && offset > 0) await this.hashPrefix(hash, first, offset);
     // Compare the tail of the partial with the source before trusting it: a changed source restarts.
@@ -686,11 +756,13 @@ class CopyRun {
     source: SourceChoice,
     pending: readonly PendingSink[],
     entry: Entry,
+    attempt: number,
   ): Promise<number> {
     if (!source.loc.adapter.capabilities.readAtOffset) return 0;
     let offset = Number.POSITIVE_INFINITY;
     for (const t of pending) {
       if (t.appendAt !== undefined || !t.sink.loc.adapter.capabilities.writeAtOffset) return 0;
+      if (!(await this.mayHavePartial(t, attempt))) return 0;
       const partial = await this.statOrNull(t.sink.loc.adapter, t.temp);
       if (!partial || partial.size === 0) return 0;
       offset = Math.min(offset, partial.size);

@@ -31,7 +31,10 @@ export class InstrumentedAdapter implements Adapter {
   /** Delay per chunk consumed by a write whose path matches, to make a slow sink. */
   slowWrites?: { match: RegExp; delayMs: number };
 
+  /** stat calls, to see what a plan costs in round trips to a remote sink. */
+  stats = 0;
   stat(path: string, signal?: AbortSignal): Promise<Entry> {
+    this.stats++;
     return this.inner.stat(path, signal);
   }
   /** Listing a directory whose path matches fails with EACCES (as for a directory the worker may not read). */

@@ -221,21 +221,60 @@ export class FileAdapter implements Adapter {
     } catch (err) {
       throw classifySystemError(err, url);
     }
-    const out = handle.createWriteStream({
-      ...(options.append ? {} : { start: offset }),
-      autoClose: false,
-      highWaterMark: this.readBufferBytes,
-    });
+    const signal = options.signal;
+    const source = data instanceof Readable ? data : undefined;
+    // Stops a source that is waiting for data: the loop below then ends with this error.
+    const stop = (err: unknown) => {
+      if (source && !source.destroyed) source.destroy(err as Error);
+    };
+    const onAbort = () => stop(cancelled(url, signal as AbortSignal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    // Chunks that arrive while a write is in flight are written together (one writev) by the next one;
+    // no more than `readBufferBytes` wait, so a slow disk slows the source (back-pressure).
+    const queue: Uint8Array[] = [];
+    let queued = 0;
+    let position: number | null = options.append ? null : offset;
+    let writing: Promise<void> | undefined;
+    let failed: unknown;
+    const drain = async (): Promise<void> => {
+      try {
+        while (queue.length > 0) {
+          const batch = queue.splice(0);
+          queued = 0;
+          const n = await writeAll(handle, batch, position);
+          if (position !== null) position += n;
+        }
+      } catch (err) {
+        failed ??= err;
+        stop(err);
+      } finally {
+        writing = undefined;
+      }
+    };
+    let bytes = 0;
     try {
-      await pipeline(data, out, options.signal ? { signal: options.signal } : {});
+      for await (const chunk of data as AsyncIterable<Uint8Array | string>) {
+        if (failed) break;
+        if (signal?.aborted) throw cancelled(url, signal);
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+        if (buf.length === 0) continue;
+        queue.push(buf);
+        queued += buf.length;
+        bytes += buf.length;
+        writing ??= drain();
+        if (queued >= this.readBufferBytes) await writing;
+      }
+      await writing;
+      if (failed) throw failed;
+      if (signal?.aborted) throw cancelled(url, signal);
       if (this.fsync) await handle.sync();
-      return { bytes: out.bytesWritten };
+      return { bytes };
     } catch (err) {
-      throw classifySystemError(err, url);
+      stop(err);
+      throw classifySystemError(failed ?? err, url);
     } finally {
-      // A FileHandle stream holds a reference on its handle until the stream is destroyed; with
-      // autoClose off (we sync before closing) handle.close() would wait for that for ever.
-      out.destroy();
+      signal?.removeEventListener('abort', onAbort);
+      await writing;
       await handle.close().catch(() => undefined);
     }
   }
@@ -462,6 +501,35 @@ function cancelled(url: string, signal: AbortSignal): TransferError {
  * A file read from an offset. Not `FileHandle.createReadStream`, so that every error it emits — an
  * abort included — is already a TransferError, as the Adapter contract promises for streams too.
  */
+/** Writes every byte of `chunks` at `position` (null: at the end, for append); returns the count. */
+async function writeAll(
+  handle: fs.FileHandle,
+  chunks: Uint8Array[],
+  position: number | null,
+): Promise<number> {
+  let total = 0;
+  let pending = chunks;
+  for (;;) {
+    const { bytesWritten } = await handle.writev(
+      pending as NodeJS.ArrayBufferView[],
+      position === null ? undefined : position + total,
+    );
+    total += bytesWritten;
+    // A short write (rare on a file: a full disk says ENOSPC on the next one) goes on from where it stopped.
+    let skip = bytesWritten;
+    const rest: Uint8Array[] = [];
+    for (const c of pending) {
+      if (skip >= c.length) skip -= c.length;
+      else {
+        rest.push(skip > 0 ? c.subarray(skip) : c);
+        skip = 0;
+      }
+    }
+    if (rest.length === 0) return total;
+    pending = rest;
+  }
+}
+
 class FileReadStream extends Readable {
   private position: number;
   private remaining: number;
@@ -498,6 +566,9 @@ class FileReadStream extends Readable {
         this.position += bytesRead;
         this.remaining -= bytesRead;
         this.push(bytesRead === size ? buffer : buffer.subarray(0, bytesRead));
+        // A short read of a regular file is its end, as of now: the same answer one more read (of 0
+        // bytes) would give, without the extra trip to the thread pool per file.
+        if (bytesRead < size) this.push(null);
       },
       (err: unknown) => this.destroy(classifySystemError(err, this.url)),
     );

@@ -499,6 +499,7 @@ export class FtpAdapter implements Adapter {
     const client = new Client(this.timeoutMs);
     // basic-ftp's protocol log would print every reply (and it is the only place a password could show).
     client.ftp.verbose = false;
+    withoutTaskStacks(client);
     const url = `${this.base}/`;
     let greeted = false;
     try {
@@ -1248,4 +1249,24 @@ function socketGone(socket: Socket): Error {
 function destroySource(data: Readable | AsyncIterable<Uint8Array>): void {
   const r = data as Readable;
   if (typeof r.destroy === 'function' && !r.destroyed) r.destroy();
+}
+
+/**
+ * basic-ftp records `new Error().stack` for every command it sends (only shown if a caller starts a
+ * second command before the first ends, which the pool never does): a stack trace built and formatted
+ * per command, four to six per file. Commands are sent with stack capture off; only the Error made
+ * synchronously inside `handle` (that record) is affected, replies and failures keep their stacks.
+ */
+function withoutTaskStacks(client: Client): void {
+  const ctx = client.ftp;
+  const handle = ctx.handle.bind(ctx);
+  ctx.handle = ((...args: Parameters<typeof handle>) => {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return handle(...args);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }) as typeof ctx.handle;
 }
