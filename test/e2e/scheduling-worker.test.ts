@@ -1,11 +1,17 @@
 /**
- * Deadlines as a worker enforces them: a job still running at its EndNoLaterThan is cancelled and its
- * partial files removed (the default), or left to finish (`deadlineAction: 'finish'`). Embedded
- * broker, the real worker and engine, a throttled file sink so that the copy is still running.
+ * Time as a worker sees it, with the real worker and engine on the embedded broker:
+ * - deadlines: a job still running at its EndNoLaterThan is cancelled and its partial files removed
+ *   (the default), or left to finish (`deadlineAction: 'finish'`); a throttled file sink keeps the
+ *   copy running;
+ * - retries: a job failing with a transient error waits its backoff in the broker, not in the
+ *   worker, which serves the pool's other jobs meanwhile; after MaxAttempts it fails with the last
+ *   error.
  */
 import * as fs from 'node:fs/promises';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { type EmbeddedBroker, generateKeyring, type Keyring } from '@dts/messaging';
+import type { EventMessage } from '@dts/store';
 import { startWorker, type Worker } from '@dts/worker';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -96,5 +102,73 @@ describe('a running job at its EndNoLaterThan', () => {
     await log.waitFor(isJobState(jobId, 'Done'), 15_000);
     expect(Date.now()).toBeGreaterThan(end.getTime());
     expect(await exists(dst)).toBe(true);
+  });
+});
+
+/** A loopback port nothing listens on (connection refused: a transient network error). */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+describe('a job failing with a transient error', () => {
+  it('retries after a backoff that holds no worker slot, then fails with the last error after MaxAttempts', async () => {
+    const port = await closedPort();
+    const w = await startWorker({
+      broker,
+      keyring: ring,
+      pool: 'p1',
+      concurrency: 1,
+      retryBackoff: { baseMs: 1000 },
+    });
+    workers.push(w);
+    const base = fileJob(path.join(dir, 'unused'), path.join(dir, 'out', 'a.bin'));
+    const flaky = {
+      ...base,
+      bulk: { ...base.bulk, maxAttempts: 3 },
+      copies: base.copies.map((c) => ({
+        ...c,
+        source: { ...c.source, locations: [{ url: `http://127.0.0.1:${port}/a.bin` }] },
+        requirements: { ...c.requirements, maxAttempts: 1 },
+      })),
+    };
+    const a = await submit(broker, ring, flaky);
+    const src = path.join(dir, 'b.bin');
+    await randomFile(src, 64 * 1024);
+    const b = await submit(broker, ring, fileJob(src, path.join(dir, 'out', 'b.bin')));
+
+    await log.waitFor(isJobState(a, 'Failed'), 20_000);
+    await log.waitFor(isJobState(b, 'Done'), 10_000);
+    const at = (e: EventMessage) => Date.parse((e as { at: string }).at);
+    const of = (jobId: string, type: string, state?: string) =>
+      log
+        .forJob(jobId)
+        .filter((e) => e.type === type && (state === undefined || (e as { state?: string }).state === state));
+    const claimsA = of(a, 'job.claimed');
+    const waits = of(a, 'job.state', 'Suspended') as Array<EventMessage & { detail: string }>;
+    expect(claimsA.map((e) => e.run)).toEqual([1, 2, 3]);
+    expect(waits.map((e) => e.detail)).toEqual([
+      expect.stringMatching(/^attempt 1 of 3 failed with a transient error \(XFR_NETWORK.*retried in 1 s/),
+      expect.stringMatching(/^attempt 2 of 3 failed .*retried in 2 s/),
+    ]);
+    // Backoff between attempts: about 1 s, then 2 s.
+    expect(at(claimsA[1] as EventMessage) - at(waits[0] as EventMessage)).toBeGreaterThanOrEqual(900);
+    expect(at(claimsA[2] as EventMessage) - at(waits[1] as EventMessage)).toBeGreaterThanOrEqual(1900);
+    // The one slot served b while a waited.
+    const claimB = of(b, 'job.claimed')[0] as EventMessage;
+    expect(at(claimB)).toBeGreaterThanOrEqual(at(waits[0] as EventMessage));
+    expect(at(claimB)).toBeLessThan(at(claimsA[1] as EventMessage));
+    // The last attempt's error is the job's: its copy failed cleanly with the network error.
+    const lastCopy = of(a, 'copy.state')
+      .filter((e) => e.run === 3)
+      .at(-1) as { state: string; error?: { code: string } };
+    expect(lastCopy.state).toBe('Failed:Clean');
+    expect(lastCopy.error?.code).toBe('XFR_NETWORK');
+    expect(of(a, 'job.state', 'Failed')).toHaveLength(1);
+    await waitUntil(async () => (await broker.listRunning(w.id)).length === 0);
+    expect(await broker.listDeadLetters()).toEqual([]);
   });
 });

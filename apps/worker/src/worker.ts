@@ -57,6 +57,13 @@ export interface WorkerOptions {
    * lets it run to the end.
    */
   readonly deadlineAction?: 'cancel' | 'finish';
+  /**
+   * A job that fails with only transient errors (network, timeout, busy) and has attempts left (its
+   * BulkCopyRequirements/MaxAttempts) is sent back to the broker to wait `baseMs × 2^(attempt−1)`,
+   * at most `maxMs`, holding no slot of this worker; then any worker of the pool takes it again and
+   * resumes from the partial files. Defaults: 10 000 and 600 000 ms.
+   */
+  readonly retryBackoff?: { readonly baseMs?: number; readonly maxMs?: number };
 }
 
 export interface Worker {
@@ -79,6 +86,8 @@ interface ActiveJob {
   readonly jobId: string;
   readonly messageId: string;
   readonly run: number;
+  /** 1 + the times the broker sent it back for a retry (job-level MaxAttempts counts these). */
+  readonly attempt?: number;
   /** The spec with the real credentials: never logged, never published. */
   readonly spec: JobSpec;
   controller: AbortController;
@@ -87,6 +96,29 @@ interface ActiveJob {
 
 const PUBLISH_RETRY_MIN_MS = 200;
 const PUBLISH_RETRY_MAX_MS = 5000;
+
+/** The wait before attempt `attempt + 1`: base × 2^(attempt−1), capped. */
+function retryDelay(o: { baseMs?: number; maxMs?: number } | undefined, attempt: number): number {
+  const base = Math.max(0, o?.baseMs ?? 10_000);
+  const max = Math.max(base, o?.maxMs ?? 600_000);
+  return Math.round(Math.min(max, base * 2 ** Math.max(0, attempt - 1)));
+}
+
+/**
+ * The first error of a failed job when every error in it is transient or throttled (worth another
+ * attempt later: the network, a timeout, a busy server); undefined when any is permanent or there is
+ * none (a permanent error fails the same way again).
+ */
+function transientCause(result: JobResult): string | undefined {
+  const errors = result.copies.flatMap((c) => [
+    ...(c.error ? [c.error] : []),
+    ...c.failures.map((f) => f.error),
+  ]);
+  if (errors.length === 0) return undefined;
+  if (!errors.every((e) => e.kind === 'transient' || e.kind === 'throttled')) return undefined;
+  const first = errors[0] as { code: string; message: string };
+  return `${first.code}: ${first.message}`;
+}
 
 /** The longest setTimeout Node keeps (about 24.8 days); later deadlines re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -235,6 +267,10 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     const entry: ActiveJob = { ...job, controller, promise: Promise.resolve() };
     active.set(job.jobId, entry);
     const deadline = watchDeadline(job.spec.bulk.endNoLaterThan, o.deadlineAction ?? 'cancel', controller);
+    const attempt = job.attempt ?? 1;
+    const maxAttempts = Math.max(1, job.spec.bulk.maxAttempts ?? 1);
+    /** The engine's Failed, kept back while a retry may still replace it. */
+    let failed: TransferEvent | undefined;
     entry.promise = (async () => {
       let last: Promise<void> = Promise.resolve();
       let result: JobResult | undefined;
@@ -244,6 +280,10 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
           signal: controller.signal,
           ...(o.progressIntervalMs !== undefined ? { progressIntervalMs: o.progressIntervalMs } : {}),
           onEvent: (e) => {
+            if (attempt < maxAttempts && e.type === 'job.state' && e.state === 'Failed') {
+              failed = e;
+              return;
+            }
             last = publish(jobEvent(job, deadline.annotate(e)));
           },
         });
@@ -260,11 +300,38 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         );
       }
       deadline.clear();
+      let retried = false;
+      if (failed !== undefined) {
+        const delayMs = retryDelay(o.retryBackoff, attempt);
+        const cause = result ? transientCause(result) : undefined;
+        if (cause !== undefined && !draining && !stopped) {
+          // Waits in the broker, not here: the slot is free for the pool's other jobs meanwhile.
+          last = publish(
+            jobEvent(job, {
+              type: 'job.state',
+              at: new Date().toISOString(),
+              state: 'Suspended',
+              detail:
+                `attempt ${attempt} of ${maxAttempts} failed with a transient error (${cause}); ` +
+                `retried in ${Math.round(delayMs / 1000)} s, by any worker of the pool`,
+            }),
+          );
+          await last;
+          retried =
+            (await retryBroker(
+              () => broker.retryRunning(workerId, job.messageId, { delayMs }),
+              'retryRunning',
+            )) === true;
+        }
+        if (!retried) last = publish(jobEvent(job, failed));
+      }
       await last; // the terminal job.state is confirmed before the job leaves the running queue
       active.delete(job.jobId);
-      const final = result?.state ?? 'Failed';
-      logger.info({ workerId, jobId: job.jobId, state: final }, 'job ended');
-      if (final === 'Suspended') {
+      const final = retried ? 'retry' : (result?.state ?? 'Failed');
+      logger.info({ workerId, jobId: job.jobId, state: final, attempt }, 'job ended');
+      if (final === 'retry') {
+        // Out of our running queue already.
+      } else if (final === 'Suspended') {
         if (!draining && !stopped) {
           const held = { messageId: job.messageId, run: job.run };
           const next = afterSuspend.get(job.jobId);
@@ -375,7 +442,13 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         );
         return;
       }
-      const job = { jobId: msg.jobId, messageId: running.messageId, run: running.deliveryCount, spec };
+      const job = {
+        jobId: msg.jobId,
+        messageId: running.messageId,
+        run: running.deliveryCount,
+        attempt: running.retries + 1,
+        spec,
+      };
       logger.info({ workerId, jobId: job.jobId, run: job.run }, 'job claimed');
       // It runs when the service answers the claim (`start`): the store may hold it Cancelled.
       awaiting.set(job.jobId, job);
@@ -457,7 +530,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       await retryBroker(() => broker.completeRunning(workerId, held.messageId), 'completeRunning');
       return;
     }
-    execute({ jobId, messageId: held.messageId, run: held.run, spec }, abortWith);
+    execute({ jobId, messageId: held.messageId, run: held.run, attempt: r.retries + 1, spec }, abortWith);
   };
 
   const onControl = async (d: ControlDelivery): Promise<void> => {
