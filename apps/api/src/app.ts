@@ -7,15 +7,8 @@
  * carries them sealed (AES-256-GCM, bound to the job id), and nothing logs the body.
  */
 import { randomUUID } from 'node:crypto';
-import { type DocumentOptions, DtsFault, parseJobDocument, redactJobSpec } from '@dts/document';
-import {
-  type Broker,
-  BrokerError,
-  type Keyring,
-  type MessageHeaders,
-  type Priority,
-  sealJson,
-} from '@dts/messaging';
+import { type DocumentOptions, DtsFault, parseJobDocument } from '@dts/document';
+import type { Broker, Keyring } from '@dts/messaging';
 import {
   InvalidTransitionError,
   isTerminalJobState,
@@ -32,13 +25,10 @@ import {
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ControlMessage, ControlType, SubmitMessage } from './messages.js';
+import { type ApiAuth, ApiError, authenticate, controlJob, notFound, submitJob } from './job-operations.js';
 import { registerQueueRoutes } from './queues.js';
 import { JobNotifier } from './recorder.js';
-
-export type ApiAuth =
-  | { readonly tokens: Readonly<Record<string, { principal: string; admin?: boolean }>> }
-  | 'none';
+import { soapRoutes } from './soap.js';
 
 export interface ApiOptions {
   readonly store: JobStore;
@@ -65,19 +55,7 @@ export interface ApiOptions {
   readonly https?: { readonly cert: string | Buffer; readonly key: string | Buffer };
 }
 
-/** An error that becomes `{ error: { code, message } }` with its status. */
-export class ApiError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly code: string,
-    message: string,
-    readonly extra?: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-}
-
-const POOL_RE = /^[A-Za-z0-9_-]{1,100}$/;
+export { type ApiAuth, ApiError } from './job-operations.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -111,12 +89,6 @@ const pageQuery = {
   limit: { type: 'integer', minimum: 1, maximum: 1000, description: 'Page size (default 50)' },
   cursor: { type: 'string', description: 'The previous page’s nextCursor' },
 } as const;
-
-const CONTROL_TARGET: Record<Exclude<ControlType, 'start' | 'drop'>, StoredJobState> = {
-  cancel: 'Cancelled',
-  suspend: 'Suspended',
-  resume: 'Running',
-};
 
 function jobLinks(id: string) {
   const self = `/v1/jobs/${id}`;
@@ -163,6 +135,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export function buildApi(o: ApiOptions): FastifyInstance {
   const { store, broker, keyring } = o;
   const notifier = o.notifier ?? new JobNotifier();
+  const jobOps = { store, broker, keyring, notifier };
   const readyTimeoutMs = o.readyTimeoutMs ?? 2000;
   const keepAliveMs = o.sseKeepAliveMs ?? 15_000;
   const pollMs = o.ssePollMs ?? 5000;
@@ -252,28 +225,18 @@ export function buildApi(o: ApiOptions): FastifyInstance {
   // Authentication: every /v1 route needs a principal.
   app.addHook('onRequest', async (req, reply) => {
     if (!req.url.startsWith('/v1/') && req.url !== '/v1') return;
-    if (o.auth === 'none') {
-      req.principal = { id: 'local', admin: true };
-      return;
-    }
-    const header = req.headers.authorization;
-    const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    const entry = m?.[1] && Object.hasOwn(o.auth.tokens, m[1]) ? o.auth.tokens[m[1]] : undefined;
-    if (!entry) {
+    const who = authenticate(o.auth, req.headers.authorization);
+    if ('failure' in who) {
       reply
         .code(401)
-        .header('WWW-Authenticate', m ? 'Bearer realm="dts", error="invalid_token"' : 'Bearer realm="dts"')
-        .send({
-          error: {
-            code: 'UNAUTHENTICATED',
-            message: m
-              ? 'The bearer token is not known; ask the operators for a valid token.'
-              : 'Send "Authorization: Bearer <token>"; ask the operators for a token.',
-          },
-        });
+        .header(
+          'WWW-Authenticate',
+          who.failure === 'invalid' ? 'Bearer realm="dts", error="invalid_token"' : 'Bearer realm="dts"',
+        )
+        .send({ error: { code: 'UNAUTHENTICATED', message: who.message } });
       return reply;
     }
-    req.principal = { id: entry.principal, admin: entry.admin === true };
+    req.principal = who.principal;
   });
 
   app.register(swagger, {
@@ -288,6 +251,7 @@ export function buildApi(o: ApiOptions): FastifyInstance {
     },
   });
   app.register(swaggerUi, { routePrefix: '/docs' });
+  app.register(soapRoutes, { ...jobOps, auth: o.auth, documentOptions: o.documentOptions });
 
   app.register(async (api) => {
     api.get(
@@ -368,73 +332,14 @@ export function buildApi(o: ApiOptions): FastifyInstance {
           );
         }
         const spec = parseJobDocument(body, req.headers['content-type'], o.documentOptions);
-        const pool = spec.properties.pool ?? 'default';
-        if (!POOL_RE.test(pool)) {
-          throw new ApiError(
-            400,
-            'BAD_POOL',
-            `Property "pool" is "${pool}": use 1 to 100 letters, digits, "_" or "-".`,
-          );
-        }
         const key = req.headers['idempotency-key'];
         const idempotencyKey = typeof key === 'string' && key !== '' ? key : undefined;
-        const owner = req.principal.id;
-        const hasCredentials = Object.keys(spec.credentials).length > 0;
-        const messageFor = (jobId: string) => {
-          const message: SubmitMessage = {
-            v: 1,
-            jobId,
-            owner,
-            spec: redactJobSpec(spec),
-            ...(hasCredentials ? { credentials: sealJson(spec.credentials, keyring, jobId) } : {}),
-          };
-          const headers: Record<string, string> = {};
-          for (const [k, v] of Object.entries(spec.properties)) {
-            // The broker reserves `x-` names and adds `pool` itself.
-            if (typeof v === 'string' && !/^x-/i.test(k) && k !== 'pool' && k.length <= 128) headers[k] = v;
-          }
-          headers.jobId = jobId;
-          headers.owner = owner;
-          const priority = Math.min(5, Math.max(1, Math.round(spec.bulk.priority))) as Priority;
-          return { pool, priority, headers, body: Buffer.from(JSON.stringify(message)) };
-        };
-        // A job due later is held in the store (credentials sealed) until the scheduler publishes it.
-        const { job, created } = await store.createJob(owner, spec, {
-          ...(idempotencyKey ? { idempotencyKey } : {}),
-          pool,
-          hold: messageFor,
+        const { job, created } = await submitJob(jobOps, req.principal, spec, {
+          idempotencyKey,
+          log: req.log,
         });
         reply.header('Location', `/v1/jobs/${job.id}`);
         if (!created) return reply.code(200).send(jobView(job));
-        if (job.state === 'Scheduled') return reply.code(201).send(jobView(job));
-
-        const { headers, priority, body: messageBody } = messageFor(job.id);
-        try {
-          await broker.publishJob({
-            pool,
-            body: messageBody,
-            headers: headers as MessageHeaders,
-            priority,
-            ...(spec.bulk.endNoLaterThan ? { expiresAt: new Date(spec.bulk.endNoLaterThan) } : {}),
-          });
-        } catch (err) {
-          // No orphan: the job never reached a worker, so it goes, with its idempotency key — a
-          // retry with the same key then creates it afresh instead of replaying a dead job.
-          req.log.error({ jobId: job.id, err: (err as Error).message }, 'publish failed; job deleted');
-          await store.deleteJob(job.id).catch(() => undefined);
-          if (err instanceof BrokerError && err.code === 'MSG_INVALID') {
-            throw new ApiError(
-              400,
-              'BAD_PROPERTIES',
-              `The job's properties cannot travel as message headers (${err.message}); fix them and submit again.`,
-            );
-          }
-          throw new ApiError(
-            503,
-            'QUEUE_UNAVAILABLE',
-            'The job could not be queued (the message broker did not confirm it) and was not kept; retry the same request later.',
-          );
-        }
         return reply.code(201).send(jobView(job));
       },
     );
@@ -479,13 +384,6 @@ export function buildApi(o: ApiOptions): FastifyInstance {
         return { items: page.items.map(jobView), nextCursor: page.nextCursor };
       },
     );
-
-    const notFound = (id: string) =>
-      new ApiError(
-        404,
-        'NonExistentJob',
-        `No job ${id} visible to you; check the id (GET /v1/jobs lists yours).`,
-      );
 
     api.get(
       '/v1/jobs/:id',
@@ -686,58 +584,9 @@ export function buildApi(o: ApiOptions): FastifyInstance {
         },
         async (req, reply) => {
           const { id } = req.params as { id: string };
-          const job = await store.getJob(id, req.principal);
-          if (!job) throw notFound(id);
-          const target = CONTROL_TARGET[action];
-          const allowed = JOB_TRANSITIONS[job.state];
-          const impossible = () =>
-            new ApiError(
-              409,
-              'STORE_INVALID_TRANSITION',
-              `Job ${id} is ${job.state} and cannot be ${action === 'cancel' ? 'cancelled' : `${action}d`}` +
-                (allowed.length
-                  ? ` (from ${job.state} it can become ${allowed.join(', ')})`
-                  : ` (${job.state} is final)`),
-              { state: job.state, allowed },
-            );
-          if (job.state === target || !allowed.includes(target)) throw impossible();
-          const queued = job.state === 'Pending' || job.state === 'Scheduled';
-          if (action === 'cancel' && (queued || !job.workerId)) {
-            const updated = await store.setJobState(id, 'Cancelled', {
-              detail: `cancelled by ${req.principal.id}`,
-            });
-            notifier.jobChanged(id);
-            return reply.code(200).send(jobView(updated));
-          }
-          if (action !== 'cancel' && (queued || !job.workerId)) {
-            throw new ApiError(
-              409,
-              'NOT_RUNNING',
-              `Job ${id} is ${job.state} and has no worker to ${action} it; ${action === 'suspend' ? 'cancel it instead, or wait until it runs' : 'it cannot be resumed'}.`,
-              { state: job.state, allowed },
-            );
-          }
-          const control: ControlMessage = { v: 1, type: action, jobId: id };
-          const workerId = job.workerId as string;
-          const sent = await broker.publishControl(workerId, {
-            body: Buffer.from(JSON.stringify(control)),
-            headers: { jobId: id },
-          });
-          if (!sent) {
-            if (action === 'cancel') {
-              const updated = await store.setJobState(id, 'Cancelled', {
-                detail: `cancelled by ${req.principal.id}; worker ${workerId} was unreachable`,
-              });
-              notifier.jobChanged(id);
-              return reply.code(200).send(jobView(updated));
-            }
-            throw new ApiError(
-              503,
-              'WORKER_UNREACHABLE',
-              `Worker ${workerId} of job ${id} has no control queue (it may have died); retry later, or cancel the job.`,
-            );
-          }
-          return reply.code(202).send({ ...jobView(job), requested: action, workerId });
+          const r = await controlJob(jobOps, req.principal, id, action);
+          if (!r.sent) return reply.code(200).send(jobView(r.job));
+          return reply.code(202).send({ ...jobView(r.job), requested: action, workerId: r.workerId });
         },
       );
     }
