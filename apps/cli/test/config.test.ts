@@ -4,6 +4,7 @@
  * certificates are made by openssl.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -314,5 +315,35 @@ describe('files named by the configuration', () => {
     const e = configError(() => checkFiles(loadConfig({ env: { DTS_CA_FILE: key }, cwd: dir }), ['caFile']));
     expect(e.message).toContain(`client.caFile (from DTS_CA_FILE): ${key} is not a PEM certificate`);
     checkFiles(loadConfig({ env: { DTS_CA_FILE: cert }, cwd: dir }), ['caFile']);
+  });
+});
+
+describe('docs/configuration.md', () => {
+  const doc = readFileSync(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+
+  it('has a row for every setting with its environment variables and flag', () => {
+    for (const s of SETTINGS) {
+      const row = doc.split('\n').find((l) => l.startsWith(`| \`${s.key}\``));
+      expect(row, s.key).toBeDefined();
+      for (const env of s.env ?? []) expect(row, `${s.key} ${env}`).toContain(`\`${env}\``);
+      if (s.flag) expect(row, s.key).toContain(`\`--${s.flag}\``);
+    }
+  });
+
+  it('its example file is a valid configuration', async () => {
+    const example = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(example).toBeDefined();
+    const { config } = loadConfig({
+      configFile: await file('example.yaml', example as string),
+      env: {},
+      cwd: dir,
+    });
+    expect(config.api.tls).toEqual({ cert: '/etc/dts/tls/fullchain.pem', key: '/etc/dts/tls/privkey.pem' });
+    expect(config.api.tokens?.['9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c4d']).toEqual({
+      principal: 'ops',
+      admin: true,
+    });
+    expect(config.worker.fileRoots).toEqual(['/dls/i04/data', '/scratch/i04']);
+    expect(config.client.api).toBe('https://dts.example.org:8443');
   });
 });
