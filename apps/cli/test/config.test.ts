@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, checkFiles, describeConfig, loadConfig } from '../src/config.js';
+import { ConfigError, checkFiles, describeConfig, loadConfig, SETTINGS } from '../src/config.js';
 
 let dir: string;
 beforeAll(async () => {
