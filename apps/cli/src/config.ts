@@ -57,6 +57,8 @@ export interface DtsConfig {
     readonly heartbeatMs: number;
     /** Directories the worker's file adapter may touch; empty: anywhere the process can. */
     readonly fileRoots: readonly string[];
+    /** known_hosts file for SFTP host keys a job does not pin (default: ~/.ssh/known_hosts). */
+    readonly sftpKnownHosts?: string;
   };
   /** How the client commands (submit, status, cancel, …) reach the API. */
   readonly client: {
@@ -454,6 +456,12 @@ export const SETTINGS: readonly Setting[] = [
     parse: pathList,
   },
   {
+    key: 'worker.sftpKnownHosts',
+    env: ['DTS_SFTP_KNOWN_HOSTS'],
+    help: 'OpenSSH known_hosts file the worker checks SFTP host keys against when a location pins no <HostKeyFingerprint>. Default ~/.ssh/known_hosts of the user running dts; an unknown host key is always refused',
+    parse: filePath,
+  },
+  {
     key: 'client.api',
     env: ['DTS_API'],
     flag: 'api',
@@ -629,6 +637,7 @@ function build(values: Map<string, unknown>): DtsConfig {
   const amqpUrl = v<string | undefined>('broker.amqpUrl');
   const token = v<string | undefined>('client.token');
   const caFile = v<string | undefined>('client.caFile');
+  const knownHosts = v<string | undefined>('worker.sftpKnownHosts');
   return {
     dataDir: v('dataDir'),
     keyFile: v('keyFile'),
@@ -647,6 +656,7 @@ function build(values: Map<string, unknown>): DtsConfig {
       concurrency: v('worker.concurrency'),
       heartbeatMs: v('worker.heartbeatMs'),
       fileRoots: v('worker.fileRoots'),
+      ...(knownHosts ? { sftpKnownHosts: knownHosts } : {}),
     },
     client: { api: v('client.api'), ...(token ? { token } : {}), ...(caFile ? { caFile } : {}) },
     pools: v('pools'),
@@ -770,7 +780,7 @@ function distance(a: string, b: string): number {
 // -----------------------------------------------------------------------------------------------
 // Checks of files named by the configuration, for the commands that use them
 
-export type FileCheck = 'tls' | 'keyFile' | 'caFile';
+export type FileCheck = 'tls' | 'keyFile' | 'caFile' | 'knownHosts';
 
 /**
  * Checks that the files a command will use exist and load: the TLS certificate and key (and that
@@ -820,6 +830,13 @@ export function checkFiles(loaded: LoadedConfig, checks: readonly FileCheck[]): 
       'keyFile',
       config.keyFile,
       "copy the API's key file here (the API and its workers must share the same keys), or set keyFile / DTS_KEY_FILE to where it is",
+    );
+  }
+  if (checks.includes('knownHosts') && config.worker.sftpKnownHosts) {
+    readable(
+      'worker.sftpKnownHosts',
+      config.worker.sftpKnownHosts,
+      "give an OpenSSH known_hosts file (`ssh-keyscan -p PORT HOST >> FILE`, after checking the keys with the servers' admins)",
     );
   }
   if (checks.includes('caFile') && config.client.caFile) {

@@ -92,7 +92,10 @@ function workerOptions(config: DtsConfig) {
     ...(w.selector ? { selector: w.selector } : {}),
     concurrency: w.concurrency,
     heartbeatMs: w.heartbeatMs,
-    ...(w.fileRoots.length ? { registryConfig: { file: { roots: [...w.fileRoots] } } } : {}),
+    registryConfig: {
+      ...(w.fileRoots.length ? { file: { roots: [...w.fileRoots] } } : {}),
+      ...(w.sftpKnownHosts ? { sftp: { knownHosts: w.sftpKnownHosts } } : {}),
+    },
   };
 }
 
@@ -177,6 +180,7 @@ export async function serveCommand(loaded: LoadedConfig): Promise<number> {
   warn('serve', loaded);
   const config = loaded.config;
   const logger = makeLogger(config, 'dts-serve');
+  checkFiles(loaded, ['knownHosts']);
   const api = await startApi(loaded, 'serve', logger);
   const worker = await startWorker({
     broker: api.broker,
@@ -226,6 +230,7 @@ export async function workerCommand(loaded: LoadedConfig): Promise<number> {
       'a worker needs the broker the API uses: set broker.amqpUrl / DTS_AMQP_URL=amqp://user:password@host:5672/ (or run `dts serve`, which has its own worker)',
     );
   }
+  checkFiles(loaded, ['knownHosts']);
   const keys = await keyring(loaded, false);
   const logger = makeLogger(config, 'dts-worker');
   const broker = await openBroker(config, logger);

@@ -311,6 +311,19 @@ describe('files named by the configuration', () => {
     expect(e.message).toContain(`client.caFile (from DTS_CA_FILE): ${join(dir, 'no-ca.pem')} does not exist`);
   });
 
+  it('a known_hosts file that is not there is named, and a worker is given one that is', () => {
+    const missing = join(dir, 'no_known_hosts');
+    const e = configError(() =>
+      checkFiles(loadConfig({ env: { DTS_SFTP_KNOWN_HOSTS: missing }, cwd: dir }), ['knownHosts']),
+    );
+    expect(e.message).toContain(
+      `worker.sftpKnownHosts (from DTS_SFTP_KNOWN_HOSTS): ${missing} does not exist`,
+    );
+    const ok = loadConfig({ env: { DTS_SFTP_KNOWN_HOSTS: cert }, cwd: dir });
+    checkFiles(ok, ['knownHosts']);
+    expect(ok.config.worker.sftpKnownHosts).toBe(cert);
+  });
+
   it('a CA file that holds no certificate is refused', () => {
     const e = configError(() => checkFiles(loadConfig({ env: { DTS_CA_FILE: key }, cwd: dir }), ['caFile']));
     expect(e.message).toContain(`client.caFile (from DTS_CA_FILE): ${key} is not a PEM certificate`);
