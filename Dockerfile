@@ -20,8 +20,7 @@ COPY packages packages
 COPY apps apps
 # `npm ci` runs the `prepare` script (tsc -b), which needs the dev dependencies; prune them after.
 RUN npm ci --no-audit --no-fund \
- && npm prune --omit=dev --no-audit --no-fund \
- && rm -rf packages/*/test apps/*/test packages/*/src apps/*/src
+ && npm prune --omit=dev --no-audit --no-fund
 
 # --- run ---
 FROM node:20-bookworm-slim
