@@ -22,4 +22,5 @@ export {
 export { DEFAULT_DOCUMENT_OPTIONS, DEFAULT_SCHEMES, type DocumentOptions } from './options.js';
 export { CHECKSUM_HEX_LENGTH, displayUrl } from './resolve.js';
 export { BULK_DATA_COPY_NAMESPACE, schemaFiles } from './schemas.js';
+export { isTimeZone, type ParsedWindow, parseWindow, type WindowState, windowState } from './windows.js';
 export { parseBulkDataCopy } from './xml.js';

@@ -93,6 +93,21 @@ export interface BulkCopyRequirements {
   readonly priority: number;
   /** ISO 8601 duration a finished job's records are kept, e.g. `P7D`. */
   readonly stayAliveTime?: string;
+  /** Daily windows in which the job may run (`windows.ts` says when they are open). */
+  readonly timeWindows?: TimeWindows;
+}
+
+/** Daily time windows, e.g. `{ timeZone: 'Europe/London', atClose: 'suspend', windows: ['22:00-06:00'] }`. */
+export interface TimeWindows {
+  /** An IANA time zone name. Default `UTC`. */
+  readonly timeZone: string;
+  /** A job still running when its window closes: `suspend` it (resumed in the next window) or `finish`. */
+  readonly atClose: 'suspend' | 'finish';
+  /**
+   * `HH:MM-HH:MM` or `HH:MM:SS-HH:MM:SS`, local time in `timeZone`; an end not after the start runs
+   * over midnight, `00:00-24:00` is the whole day.
+   */
+  readonly windows: readonly string[];
 }
 
 export interface JobSpec {

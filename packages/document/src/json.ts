@@ -94,6 +94,11 @@ export interface BulkDataCopyJson {
     readonly maxAttempts?: number;
     readonly priority?: number;
     readonly stayAliveTime?: string;
+    readonly timeWindows?: {
+      readonly timeZone?: string;
+      readonly atClose?: 'suspend' | 'finish';
+      readonly windows: readonly string[];
+    };
   };
   readonly properties?: Readonly<Record<string, string>>;
   readonly dataCopies: readonly DataCopyJson[];
@@ -497,6 +502,22 @@ function extract(doc: BulkDataCopyJson, issues: IssueList): RawDocument {
             ...opt('maxAttempts', val(bulk.maxAttempts, bulkLoc.at('maxAttempts'))),
             ...opt('priority', val(bulk.priority, bulkLoc.at('priority'))),
             ...opt('stayAliveTime', val(bulk.stayAliveTime, bulkLoc.at('stayAliveTime'))),
+            ...(bulk.timeWindows
+              ? {
+                  timeWindows: {
+                    loc: bulkLoc.at('timeWindows'),
+                    ...opt(
+                      'timeZone',
+                      val(bulk.timeWindows.timeZone, bulkLoc.at('timeWindows').at('timeZone')),
+                    ),
+                    ...opt('atClose', val(bulk.timeWindows.atClose, bulkLoc.at('timeWindows').at('atClose'))),
+                    windows: bulk.timeWindows.windows.map((w, i) => ({
+                      value: w,
+                      loc: bulkLoc.at('timeWindows').at('windows').at(i),
+                    })),
+                  },
+                }
+              : {}),
           },
         }
       : {}),

@@ -85,6 +85,14 @@ export interface RawBulk {
   readonly maxAttempts?: Val<number>;
   readonly priority?: Val<number>;
   readonly stayAliveTime?: Val<string>;
+  readonly timeWindows?: RawTimeWindows;
+}
+
+export interface RawTimeWindows {
+  readonly loc: Loc;
+  readonly timeZone?: Val<string>;
+  readonly atClose?: Val<string>;
+  readonly windows: readonly Val<string>[];
 }
 
 export interface RawProperty {

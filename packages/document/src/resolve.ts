@@ -18,6 +18,7 @@ import {
   DEFAULT_COPY_REQUIREMENTS,
   type JobSpec,
   type Selection,
+  type TimeWindows,
 } from './job-spec.js';
 import type { ResolvedOptions } from './options.js';
 import type {
@@ -29,10 +30,12 @@ import type {
   RawLocation,
   RawResource,
   RawSelect,
+  RawTimeWindows,
   RawUse,
   Val,
   Vocabulary,
 } from './raw.js';
+import { isTimeZone, parseWindow } from './windows.js';
 
 /** Hex digits of an expected checksum, per algorithm. */
 export const CHECKSUM_HEX_LENGTH: Readonly<Record<ChecksumAlgorithm, number>> = {
@@ -479,7 +482,45 @@ class Resolver {
       maxAttempts: b.maxAttempts?.value ?? d.maxAttempts,
       priority: b.priority?.value ?? d.priority,
       ...(b.stayAliveTime ? { stayAliveTime: b.stayAliveTime.value.trim() } : {}),
+      ...(b.timeWindows ? { timeWindows: this.timeWindows(b.timeWindows) } : {}),
     };
+  }
+
+  private timeWindows(tw: RawTimeWindows): TimeWindows {
+    const timeZone = tw.timeZone?.value.trim() || 'UTC';
+    if (tw.timeZone && !isTimeZone(timeZone)) {
+      this.issues.add(
+        'DOC_TIME_ZONE',
+        tw.timeZone.loc,
+        `time zone "${timeZone}" is not one dts knows`,
+        'use an IANA time zone name such as Europe/London, America/Chicago or UTC',
+      );
+    }
+    const atClose = tw.atClose?.value.trim();
+    if (tw.windows.length === 0) {
+      this.issues.add(
+        'DOC_WINDOW',
+        tw.loc,
+        `${this.t('timeWindows')} names no window, so the job could never run`,
+        'add a window such as 22:00-06:00, or remove the time windows',
+      );
+    }
+    const windows: string[] = [];
+    for (const w of tw.windows) {
+      const text = w.value.trim();
+      const parsed = parseWindow(text);
+      if ('error' in parsed) {
+        this.issues.add(
+          'DOC_WINDOW',
+          w.loc,
+          `window "${text}" ${parsed.error}`,
+          'write HH:MM-HH:MM in 24-hour local time, e.g. 22:00-06:00 (over midnight) or 00:00-24:00 (all day)',
+        );
+      } else {
+        windows.push(text);
+      }
+    }
+    return { timeZone, atClose: atClose === 'finish' ? 'finish' : 'suspend', windows };
   }
 
   /** A date-time with a time zone, as a normalised ISO 8601 instant. */

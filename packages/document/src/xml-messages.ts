@@ -22,7 +22,7 @@ const CHILD_ORDER: Readonly<Record<string, string>> = {
   CopyRequirements:
     'CreationFlag, DeleteSource, MaxAttempts, Checksum, ExpectedChecksum, Concurrency (each optional, at most once)',
   BulkCopyRequirements:
-    'StartNotBefore, EndNoLaterThan, MaxAttempts, Priority, StayAliveTime (each optional, at most once)',
+    'StartNotBefore, EndNoLaterThan, MaxAttempts, Priority, StayAliveTime, TimeWindows (each optional, at most once)',
   DataCopy: 'Source, then one or more Sink, then CopyRequirements?',
   Source: 'DataLocations, then Select?',
   Sink: 'DataLocations',

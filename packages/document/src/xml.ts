@@ -425,6 +425,17 @@ function bulk(el: ScanElement): RawBulk {
   const maxAttempts = textVal(child(el, 'MaxAttempts'), toNumber);
   const priority = textVal(child(el, 'Priority'), toNumber);
   const stayAliveTime = textVal(child(el, 'StayAliveTime'));
+  const tw = child(el, 'TimeWindows');
+  const timeZone = tw ? attrVal(tw, 'timeZone') : undefined;
+  const atClose = tw ? attrVal(tw, 'atClose') : undefined;
+  const timeWindows = tw
+    ? {
+        loc: tw,
+        ...(timeZone ? { timeZone } : {}),
+        ...(atClose ? { atClose } : {}),
+        windows: childrenNamed(tw, 'Window').map((w) => textVal(w) ?? { value: '', loc: w }),
+      }
+    : undefined;
   return {
     loc: el,
     ...(startNotBefore ? { startNotBefore } : {}),
@@ -432,5 +443,6 @@ function bulk(el: ScanElement): RawBulk {
     ...(maxAttempts ? { maxAttempts } : {}),
     ...(priority ? { priority } : {}),
     ...(stayAliveTime ? { stayAliveTime } : {}),
+    ...(timeWindows ? { timeWindows } : {}),
   };
 }

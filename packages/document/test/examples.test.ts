@@ -44,6 +44,7 @@ describe('valid examples', () => {
         'valid-alternatives.xml',
         'valid-credentials.xml',
         'valid-bulk-requirements.xml',
+        'valid-time-windows.xml',
         'valid-resources.json',
       ]),
     );
@@ -262,6 +263,8 @@ describe('invalid examples', () => {
         'DOC_LOCATION_KIND_MISMATCH',
         'DOC_SELECT_ON_FILE',
         'DOC_TIME_WINDOW',
+        'DOC_TIME_ZONE',
+        'DOC_WINDOW',
         'DOC_XML_SYNTAX',
         'DOC_XSD',
       ].sort(),
