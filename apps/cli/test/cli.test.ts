@@ -129,8 +129,20 @@ describe('dts (top level)', () => {
     const r = await dts(['--help']);
     expect(r.code).toBe(0);
     const listed = [...r.stdout.matchAll(/^ {2}([a-z][a-z-]*)\b/gm)].map((m) => m[1]);
-    const service = ['serve', 'api', 'worker', 'submit', 'status', 'cancel', 'suspend', 'resume', 'workers', 'config'];
-    expect(listed.slice(0, 12)).toEqual(['copy', 'validate', ...service]);
+    const service = [
+      'serve',
+      'api',
+      'worker',
+      'submit',
+      'status',
+      'cancel',
+      'suspend',
+      'resume',
+      'workers',
+      'config',
+      'keygen',
+    ];
+    expect(listed.slice(0, 2 + service.length)).toEqual(['copy', 'validate', ...service]);
     for (const command of listed) {
       const h = await dts([command as string, '--help']);
       expect(h.code, command).toBe(0);
