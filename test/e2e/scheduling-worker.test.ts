@@ -22,6 +22,7 @@ import {
   openBroker,
   randomFile,
   recordEvents,
+  sha256File,
   slowRegistry,
   submit,
   tempDir,
@@ -170,5 +171,62 @@ describe('a job failing with a transient error', () => {
     expect(of(a, 'job.state', 'Failed')).toHaveLength(1);
     await waitUntil(async () => (await broker.listRunning(w.id)).length === 0);
     expect(await broker.listDeadLetters()).toEqual([]);
+  });
+});
+
+describe('time windows', () => {
+  const hms = (t: number) => new Date(t).toISOString().slice(11, 19);
+
+  it('a job outside its window waits; running at the window’s end it is suspended and resumed in the next window', async () => {
+    const src = path.join(dir, 'big.bin');
+    const dst = path.join(dir, 'out', 'big.bin');
+    const sum = await randomFile(src, 16 * 1024 * 1024);
+    throttle.bytesPerSecond = 4 * 1024 * 1024; // about 4 s of copying: longer than the first window
+    const w = await startWorker({
+      broker,
+      keyring: ring,
+      pool: 'p1',
+      registry: slowRegistry(),
+      progressIntervalMs: 50,
+    });
+    workers.push(w);
+    // Two short windows (UTC, to the second): [t0, t0 + 2 s) and [t0 + 5 s, t0 + 60 s).
+    const t0 = Math.ceil(Date.now() / 1000) * 1000 + 2000;
+    const spec = fileJob(src, dst);
+    const jobId = await submit(broker, ring, {
+      ...spec,
+      bulk: {
+        ...spec.bulk,
+        timeWindows: {
+          timeZone: 'UTC',
+          atClose: 'suspend',
+          windows: [`${hms(t0)}-${hms(t0 + 2000)}`, `${hms(t0 + 5000)}-${hms(t0 + 60_000)}`],
+        },
+      },
+    });
+    const claimed = await log.waitFor(
+      (e) => 'jobId' in e && e.jobId === jobId && e.type === 'job.claimed',
+      10_000,
+    );
+    expect(Date.parse((claimed as { at: string }).at)).toBeGreaterThanOrEqual(t0);
+    const suspended = (await log.waitFor(isJobState(jobId, 'Suspended'), 10_000)) as EventMessage & {
+      at: string;
+      detail?: string;
+    };
+    expect(Date.parse(suspended.at)).toBeGreaterThanOrEqual(t0 + 2000);
+    expect(suspended.detail).toMatch(/time window closed; partial files kept/);
+    // Between the windows: back in the broker, nothing running, the partial file kept.
+    await waitUntil(async () => (await broker.listRunning(w.id)).length === 0);
+    expect((await fs.readdir(path.dirname(dst))).filter((n) => n.includes('dtspart'))).toHaveLength(1);
+    await log.waitFor(isJobState(jobId, 'Done'), 20_000);
+    const claims = log.forJob(jobId).filter((e) => e.type === 'job.claimed');
+    expect(claims).toHaveLength(2);
+    expect(Date.parse((claims[1] as { at: string }).at)).toBeGreaterThanOrEqual(t0 + 5000);
+    const resumed = log
+      .forJob(jobId)
+      .filter((e) => e.type === 'file.state' && e.run === claims[1]?.run)
+      .map((e) => (e as { resumedFrom?: number }).resumedFrom ?? 0);
+    expect(Math.max(...resumed)).toBeGreaterThan(0); // the second window went on from the partial file
+    expect(await sha256File(dst)).toBe(sum);
   });
 });

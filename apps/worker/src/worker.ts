@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Credential, JobSpec } from '@dts/document';
+import { type Credential, type JobSpec, type TimeWindows, windowState } from '@dts/document';
 import {
   type Broker,
   type BrokerLogger,
@@ -64,6 +64,13 @@ export interface WorkerOptions {
    * resumes from the partial files. Defaults: 10 000 and 600 000 ms.
    */
   readonly retryBackoff?: { readonly baseMs?: number; readonly maxMs?: number };
+  /**
+   * The pool's time windows (configuration `pools.<name>.windows`): every job of this worker runs
+   * only inside them, as inside its own `<TimeWindows>`. A job delivered outside a window goes back
+   * to the broker until it opens; one running when a window closes is suspended (partial files kept)
+   * and handed back to wait for the next one, unless `atClose` is `finish`.
+   */
+  readonly windows?: TimeWindows;
 }
 
 export interface Worker {
@@ -96,6 +103,72 @@ interface ActiveJob {
 
 const PUBLISH_RETRY_MIN_MS = 200;
 const PUBLISH_RETRY_MAX_MS = 5000;
+
+/** The broker's longest wait (7 days); a job waiting longer comes back then and waits again. */
+const MAX_WAIT_MS = 7 * 86_400_000;
+
+function waitUntil(t: Date): number {
+  return Math.max(0, Math.min(MAX_WAIT_MS, Math.ceil(t.getTime() - Date.now())));
+}
+
+/** When every window set is open at once, from `now`; undefined when they all are now. */
+function nextOpening(sets: readonly TimeWindows[], now: Date): Date | undefined {
+  let t = now;
+  for (let i = 0; i < 20; i++) {
+    const closed = sets.map((s) => windowState(s, t)).filter((st) => !st.open);
+    if (closed.length === 0) return t === now ? undefined : t;
+    t = new Date(Math.max(...closed.map((st) => st.until.getTime())));
+  }
+  return t;
+}
+
+/**
+ * Suspends a running job when one of its windows with `atClose: suspend` closes (the engine stops at
+ * a safe point, keeping the partial files), and names the window in the job's Suspended event.
+ */
+function watchWindows(
+  sets: readonly TimeWindows[],
+  controller: AbortController,
+): { annotate(e: TransferEvent): TransferEvent; clear(): void; readonly closedAt: Date | undefined } {
+  const timers: NodeJS.Timeout[] = [];
+  let closedAt: Date | undefined;
+  for (const set of sets) {
+    if (set.atClose !== 'suspend') continue;
+    const arm = () => {
+      const st = windowState(set, new Date());
+      if (!st.open) {
+        closedAt = new Date();
+        if (!controller.signal.aborted) controller.abort('suspend');
+        return;
+      }
+      const timer = setTimeout(arm, Math.min(Math.max(0, st.until.getTime() - Date.now()), MAX_TIMER_MS));
+      timer.unref();
+      timers.push(timer);
+    };
+    const st = windowState(set, new Date());
+    if (st.open) {
+      const timer = setTimeout(arm, Math.min(Math.max(0, st.until.getTime() - Date.now()), MAX_TIMER_MS));
+      timer.unref();
+      timers.push(timer);
+    }
+  }
+  return {
+    annotate: (e) => {
+      if (closedAt === undefined || e.type !== 'job.state' || e.state !== 'Suspended') return e;
+      const opens = nextOpening(sets, new Date());
+      return {
+        ...e,
+        detail: `its time window closed; partial files kept, it resumes when a window opens${opens ? ` (${opens.toISOString()})` : ''}`,
+      };
+    },
+    clear: () => {
+      for (const t of timers) clearTimeout(t);
+    },
+    get closedAt() {
+      return closedAt;
+    },
+  };
+}
 
 /** The wait before attempt `attempt + 1`: base × 2^(attempt−1), capped. */
 function retryDelay(o: { baseMs?: number; maxMs?: number } | undefined, attempt: number): number {
@@ -221,6 +294,12 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     return chain;
   };
 
+  /** The job's own windows and the pool's: it runs only when all are open. */
+  const jobWindows = (spec: JobSpec): TimeWindows[] => [
+    ...(spec.bulk.timeWindows ? [spec.bulk.timeWindows] : []),
+    ...(o.windows ? [o.windows] : []),
+  ];
+
   const jobEvent = (job: { jobId: string; run: number }, e: TransferEvent): EventMessage =>
     ({ ...e, id: uuidv7(), jobId: job.jobId, run: job.run, workerId }) as EventMessage;
 
@@ -267,6 +346,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     const entry: ActiveJob = { ...job, controller, promise: Promise.resolve() };
     active.set(job.jobId, entry);
     const deadline = watchDeadline(job.spec.bulk.endNoLaterThan, o.deadlineAction ?? 'cancel', controller);
+    const windows = watchWindows(jobWindows(job.spec), controller);
     const attempt = job.attempt ?? 1;
     const maxAttempts = Math.max(1, job.spec.bulk.maxAttempts ?? 1);
     /** The engine's Failed, kept back while a retry may still replace it. */
@@ -284,7 +364,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
               failed = e;
               return;
             }
-            last = publish(jobEvent(job, deadline.annotate(e)));
+            last = publish(jobEvent(job, windows.annotate(deadline.annotate(e))));
           },
         });
       } catch (err) {
@@ -300,6 +380,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         );
       }
       deadline.clear();
+      windows.clear();
       let retried = false;
       if (failed !== undefined) {
         const delayMs = retryDelay(o.retryBackoff, attempt);
@@ -324,6 +405,23 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
             )) === true;
         }
         if (!retried) last = publish(jobEvent(job, failed));
+      }
+      if (
+        !retried &&
+        result?.state === 'Suspended' &&
+        windows.closedAt !== undefined &&
+        !draining &&
+        !stopped
+      ) {
+        // Suspended by its window: it waits in the broker for the next one, any worker resumes it.
+        const opens = nextOpening(jobWindows(job.spec), new Date()) ?? new Date();
+        await last;
+        retried =
+          (await retryBroker(
+            () =>
+              broker.retryRunning(workerId, job.messageId, { delayMs: waitUntil(opens), countRetry: false }),
+            'retryRunning',
+          )) === true;
       }
       await last; // the terminal job.state is confirmed before the job leaves the running queue
       active.delete(job.jobId);
@@ -439,6 +537,23 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         logger.warn(
           { workerId, jobId: msg.jobId, err: errText(err) },
           'hand-off failed; the job will be delivered again',
+        );
+        return;
+      }
+      const opens = nextOpening(jobWindows(spec), new Date());
+      if (opens !== undefined) {
+        // Outside its time window: back to the broker until it opens, holding no slot meanwhile.
+        const back = await retryBroker(
+          () =>
+            broker.retryRunning(workerId, running.messageId, {
+              delayMs: waitUntil(opens),
+              countRetry: false,
+            }),
+          'retryRunning',
+        );
+        logger.info(
+          { workerId, jobId: msg.jobId, opensAt: opens.toISOString(), back },
+          'outside its time window: waits in the broker until it opens',
         );
         return;
       }

@@ -943,7 +943,7 @@ export class AmqpBroker implements Broker {
           owner: undefined,
           handedOffAt: undefined,
           redelivered: true,
-          retries: env.retries + 1,
+          retries: env.retries + (options.countRetry === false ? 0 : 1),
           // A retry is not a failed delivery: the job's allowance grows with it.
           maxDeliveries: env.maxDeliveries === undefined ? undefined : env.maxDeliveries + 1,
         };

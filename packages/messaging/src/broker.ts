@@ -156,6 +156,11 @@ export interface RetryOptions {
    * the next of its delay tiers ({@link RETRY_DELAY_TIERS_MS}); the embedded broker keeps it exactly.
    */
   readonly delayMs: number;
+  /**
+   * Whether this counts as a retry (`retries` + 1; default true). False for a job that only waits
+   * for its time window to open: nothing failed.
+   */
+  readonly countRetry?: boolean;
 }
 
 /**

@@ -745,7 +745,7 @@ export class EmbeddedBroker implements Broker {
         | Row
         | undefined;
       if (row === undefined) return undefined;
-      this.stmt.toDelay.run(this.names.delay(), dueAt, row.seq);
+      this.stmt.toDelay.run(this.names.delay(), options.countRetry === false ? 0 : 1, dueAt, row.seq);
       return row;
     });
     if (moved === undefined) return false;
@@ -1022,7 +1022,7 @@ function prepareStatements(db: SqliteDatabase) {
     // A retry: out of the running queue into the delay queue; one more delivery allowed for it.
     toDelay: db.prepare(
       `UPDATE messages SET queue = ?, state = 'ready', owner = NULL, handed_off_at = NULL, redelivered = 1,
-         retries = retries + 1, max_deliveries = max_deliveries + 1, due_at = ? WHERE seq = ?`,
+         retries = retries + ?, max_deliveries = max_deliveries + 1, due_at = ? WHERE seq = ?`,
     ),
     nextDue: db.prepare(`SELECT MIN(due_at) AS at FROM messages WHERE queue = ? AND state = 'ready'`),
     due: db.prepare(`SELECT * FROM messages WHERE queue = ? AND state = 'ready' AND due_at <= ?`),
