@@ -829,7 +829,7 @@ export function checkFiles(loaded: LoadedConfig, checks: readonly FileCheck[]): 
     readable(
       'keyFile',
       config.keyFile,
-      "copy the API's key file here (the API and its workers must share the same keys), or set keyFile / DTS_KEY_FILE to where it is",
+      "copy the API's key file here (the API and its workers must share the same keys), set keyFile / DTS_KEY_FILE to where it is, or for a new deployment make one with `dts keygen`",
     );
   }
   if (checks.includes('knownHosts') && config.worker.sftpKnownHosts) {

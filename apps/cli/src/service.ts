@@ -74,6 +74,10 @@ async function tlsOptions(config: DtsConfig): Promise<{ cert: string; key: strin
   };
 }
 
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
 function brokerName(config: DtsConfig): string {
   return config.broker.amqpUrl ? `RabbitMQ at ${maskUrl(config.broker.amqpUrl)}` : 'embedded';
 }
@@ -158,6 +162,11 @@ async function startApi(loaded: LoadedConfig, command: string, logger: Logger) {
   const auth = tokens
     ? `${Object.keys(tokens).length} API token(s)`
     : 'no authentication (set api.tokens / DTS_API_TOKENS to require tokens)';
+  if (!tokens && !isLoopback(config.api.host)) {
+    process.stderr.write(
+      `dts ${command}: warning: listening on ${config.api.host} without api.tokens: anyone who reaches this port is an admin of every job; set api.tokens / DTS_API_TOKENS\n`,
+    );
+  }
   process.stderr.write(
     `dts ${command}: API on ${address} (docs: ${address}/docs), ${auth}, data in ${config.dataDir}, broker: ${brokerName(config)}\n`,
   );
