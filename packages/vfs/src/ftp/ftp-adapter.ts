@@ -42,7 +42,7 @@ import { FtpPool, type Lease, type LeaseKind, type PoolStats } from './pool.js';
 import { DownloadStream, runTransfer } from './transfer.js';
 
 export interface FtpAdapterOptions {
-  /** Connections to the endpoint at most; each carries one operation at a time. Default 4. */
+  /** Connections to the endpoint at most; each carries one operation at a time. Default 8. */
   readonly maxConnections?: number;
   /**
    * Milliseconds to wait for any reply, a connection, or progress of a data connection (a stalled
@@ -65,7 +65,10 @@ export interface FtpAdapterOptions {
 }
 
 const DEFAULTS = {
-  maxConnections: 4,
+  // Eight, as many as the files a copy moves at once: FTP needs a data connection per file and a control
+  // connection per transfer, and streams never take the last one. A server that allows fewer says 421,
+  // and the pool keeps to what it has (pool.ts).
+  maxConnections: 8,
   timeoutMs: 30_000,
   keepaliveMs: 60_000,
   idleTimeoutMs: 300_000,
