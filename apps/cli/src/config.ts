@@ -17,7 +17,7 @@ import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { parseSelector } from '@dts/messaging';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type YAMLMap } from 'yaml';
 import { UsageError } from './usage.js';
 
 // -----------------------------------------------------------------------------------------------
@@ -719,9 +719,11 @@ function readConfigFile(file: string, named: Source, issues: ConfigIssue[]): Fil
       const valueNode = pair.value;
       if (BY_KEY.has(key)) {
         const value =
-          isMap(valueNode) || isSeq(valueNode) || isScalar(valueNode)
-            ? valueNode.toJSON()
-            : (valueNode ?? null);
+          key === 'api.tokens' && isMap(valueNode)
+            ? tokensAsWritten(valueNode)
+            : isMap(valueNode) || isSeq(valueNode) || isScalar(valueNode)
+              ? valueNode.toJSON()
+              : (valueNode ?? null);
         out.push({ key, value, ...(line ? { line } : {}) });
       } else if (GROUPS.has(key)) {
         if (!isMap(valueNode)) {
@@ -742,6 +744,21 @@ function readConfigFile(file: string, named: Source, issues: ConfigIssue[]): Fil
     }
   };
   walk(doc.contents, '');
+  return out;
+}
+
+/**
+ * The tokens mapping with each token exactly as written: YAML would read a plain `1e5…` or an
+ * all-digit token as a number (and round a long one).
+ */
+function tokensAsWritten(node: YAMLMap): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const pair of node.items) {
+    const k = pair.key;
+    const token = isScalar(k) ? (typeof k.source === 'string' ? k.source : String(k.value)) : String(k);
+    const v = pair.value;
+    out[token] = isMap(v) || isSeq(v) || isScalar(v) ? v.toJSON() : (v ?? null);
+  }
   return out;
 }
 

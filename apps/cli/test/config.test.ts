@@ -360,3 +360,14 @@ describe('docs/configuration.md', () => {
     expect(config.client.api).toBe('https://dts.example.org:8443');
   });
 });
+
+describe('tokens in YAML', () => {
+  it('keeps a token exactly as written even where YAML would read a number', async () => {
+    const f = await file(
+      'numeric-tokens.yaml',
+      'api:\n  tokens:\n    123456789012345678901234: alice\n    1e10: bob\n',
+    );
+    const { config } = loadConfig({ configFile: f, env: {}, cwd: dir });
+    expect(Object.keys(config.api.tokens ?? {}).sort()).toEqual(['123456789012345678901234', '1e10']);
+  });
+});
