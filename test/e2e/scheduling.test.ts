@@ -285,6 +285,26 @@ describe.each(kinds)('scheduling on the $name broker', (kind) => {
     },
   );
 
+  it.skipIf(skipped)('a job submitted outside its time window is held until the window opens', async () => {
+    r = await rig(kind);
+    await r.consume('window');
+    await r.startScheduler('sched');
+    const hms = (t: number) => new Date(t).toISOString().slice(11, 19);
+    const opens = Math.ceil(Date.now() / 1000) * 1000 + 2000;
+    const xml = doc({ pool: 'window' }).replace(
+      '<Properties>',
+      `<BulkCopyRequirements><TimeWindows timeZone="UTC"><Window>${hms(opens)}-${hms(opens + 3_600_000)}</Window></TimeWindows></BulkCopyRequirements>\n  <Properties>`,
+    );
+    const job = await r.submit(xml);
+    expect(job.state).toBe('Scheduled');
+    expect((await getJob(r, job.id)).detail).toBe(
+      `held until ${new Date(opens).toISOString()}, when its time window opens`,
+    );
+    await until('the job on the broker', async () => r?.seen.length === 1);
+    expect(r.seen[0]?.at).toBeGreaterThanOrEqual(opens);
+    expect((r.seen[0]?.at as number) - opens).toBeLessThan(1000);
+  });
+
   it.skipIf(skipped)('two schedulers publish each due job once', async () => {
     r = await rig(kind);
     await r.consume('pair', 50);

@@ -4,7 +4,7 @@
  * resume). Errors are ApiErrors with an HTTP status and a stable code; each front end words them its
  * own way (a JSON body, a SOAP fault).
  */
-import { type JobSpec, redactJobSpec } from '@dts/document';
+import { type JobSpec, redactJobSpec, windowState } from '@dts/document';
 import {
   type Broker,
   BrokerError,
@@ -122,11 +122,16 @@ export async function submitJob(
     const priority = Math.min(5, Math.max(1, Math.round(spec.bulk.priority))) as Priority;
     return { pool, priority, headers, body: Buffer.from(JSON.stringify(message)) };
   };
-  // A job due later is held in the store (credentials sealed) until the scheduler publishes it.
+  // A job due later is held in the store (credentials sealed) until the scheduler publishes it;
+  // so is one whose time window is closed when it could start (held until the window opens).
+  const start = spec.bulk.startNotBefore ? Date.parse(spec.bulk.startNotBefore) : 0;
+  const from = new Date(Math.max(Date.now(), start));
+  const window = spec.bulk.timeWindows ? windowState(spec.bulk.timeWindows, from) : undefined;
   const { job, created } = await store.createJob(owner, spec, {
     ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
     pool,
     hold: messageFor,
+    ...(window && !window.open ? { holdUntil: window.until } : {}),
   });
   if (!created || job.state === 'Scheduled') return { job, created };
 

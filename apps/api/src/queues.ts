@@ -11,7 +11,7 @@
 import type { Broker, DeadLetter } from '@dts/messaging';
 import { type JobStore, type JobSummary, type Principal, SYSTEM } from '@dts/store';
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from './app.js';
+import { ApiError } from './job-operations.js';
 import type { JobNotifier } from './recorder.js';
 
 export interface QueueRoutesOptions {

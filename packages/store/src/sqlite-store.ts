@@ -475,7 +475,9 @@ export class SqliteJobStore implements JobStore {
         }
       }
       const id = uuidv7(now);
-      const state: StoredJobState = startNotBefore !== null && startNotBefore > now ? 'Scheduled' : 'Pending';
+      const holdUntil = options.holdUntil?.getTime();
+      const dueAt = Math.max(startNotBefore ?? 0, holdUntil ?? 0);
+      const state: StoredJobState = dueAt > now ? 'Scheduled' : 'Pending';
       this.sql(
         `INSERT INTO jobs (id, owner, name, state, spec, pool, priority, properties, start_not_before,
            end_no_later_than, stay_alive, max_attempts, created_at, updated_at)
@@ -506,7 +508,13 @@ export class SqliteJobStore implements JobStore {
         ).run(owner, key, id, requestHash, now);
       }
       if (state === 'Scheduled' && options.hold) {
-        this.insertHeld(id, options.hold(id), startNotBefore as number, endNoLaterThan, now);
+        this.insertHeld(id, options.hold(id), dueAt, endNoLaterThan, now);
+      }
+      if (state === 'Scheduled' && holdUntil !== undefined && holdUntil === dueAt) {
+        this.sql('UPDATE jobs SET state_detail = ? WHERE id = ?').run(
+          `held until ${iso(dueAt)}, when its time window opens`,
+          id,
+        );
       }
       this.recordServiceEvent(id, 0, { type: 'job.state', at: iso(now), state, detail: 'submitted' }, now);
       return { job: this.detail(this.jobRow(id) as JobRow), created: true };

@@ -36,6 +36,11 @@ export interface CreateJobOptions {
    * secret (the API seals credentials).
    */
   readonly hold?: (jobId: string) => HeldMessage;
+  /**
+   * Hold the job until this instant even when its StartNotBefore is earlier or absent (the API: the
+   * job's time window opens then). The job is `Scheduled` with the detail "held until …".
+   */
+  readonly holdUntil?: Date;
 }
 
 /** A broker message the store holds for the scheduler. */
