@@ -16,6 +16,7 @@
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createSecureContext } from 'node:tls';
+import { isTimeZone, parseWindow, type TimeWindows } from '@dts/document';
 import { parseSelector } from '@dts/messaging';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type YAMLMap } from 'yaml';
 import { UsageError } from './usage.js';
@@ -68,17 +69,70 @@ export interface DtsConfig {
     readonly caFile?: string;
   };
   // ---------------------------------------------------------------------------------------------
-  // RESERVED FOR THE SCHEDULER (helper T): `scheduler` settings and `pools.<name>.windows`.
-  // Add the fields here, their SETTINGS entries in the marked block below, and rows in
-  // docs/configuration.md. `pools` is already read (names checked, unknown keys refused).
+  // The scheduler's settings (helper T) and `pools.<name>.windows`.
+  readonly scheduler: {
+    /** How often the store is asked for held jobs that are due. */
+    readonly pollMs: number;
+    /** How long a scheduler's lease on a due job lasts (longer than a publish can take). */
+    readonly leaseMs: number;
+    /** How often finished jobs past their StayAliveTime are purged; 0: never. */
+    readonly retentionEveryMs: number;
+    /** How long a finished job without a StayAliveTime is kept; unset: for ever. */
+    readonly defaultStayAliveMs?: number;
+  };
+  /** A running job at its EndNoLaterThan: `cancel` (partial files removed) or `finish`. */
+  readonly deadlineAction: 'cancel' | 'finish';
+  /** Backoff of a job retried after a transient failure: base × 2^(attempt−1), at most max. */
+  readonly retry: { readonly baseMs: number; readonly maxMs: number };
   /** Per-pool settings, by pool name. */
   readonly pools: Readonly<Record<string, PoolSettings>>;
   // ---------------------------------------------------------------------------------------------
 }
 
-/** Settings of one pool (`pools.<name>`). The scheduler adds `windows` here. */
-// RESERVED (helper T): make this an interface with `readonly windows?: …`.
-export type PoolSettings = Record<string, never>;
+/** Settings of one pool (`pools.<name>`). */
+export interface PoolSettings {
+  /** Daily windows in which the pool's workers run jobs (as a job's own `<TimeWindows>`). */
+  readonly windows?: TimeWindows;
+}
+
+/** `pools.<name>.windows`: `{ timeZone?, atClose?, windows: ["22:00-06:00", …] }`, or just the list. */
+function poolWindows(name: string, raw: unknown): TimeWindows {
+  const where = `pools.${name}.windows`;
+  const spec = (Array.isArray(raw) ? { windows: raw } : raw) as Record<string, unknown> | null;
+  if (spec === null || typeof spec !== 'object') {
+    throw new Invalid(
+      `${where}: expected a list of windows such as ["22:00-06:00"], or a mapping with timeZone, atClose and windows`,
+    );
+  }
+  for (const k of Object.keys(spec)) {
+    if (!['timeZone', 'atClose', 'windows'].includes(k)) {
+      throw new Invalid(`${where}.${k} is not a window setting (timeZone, atClose, windows)`);
+    }
+  }
+  const timeZone = spec.timeZone ?? 'UTC';
+  if (typeof timeZone !== 'string' || !isTimeZone(timeZone)) {
+    throw new Invalid(
+      `${where}.timeZone: "${String(timeZone)}" is not a time zone; use an IANA name such as Europe/London`,
+    );
+  }
+  const atClose = spec.atClose ?? 'suspend';
+  if (atClose !== 'suspend' && atClose !== 'finish') {
+    throw new Invalid(`${where}.atClose: "${String(atClose)}" is not suspend or finish`);
+  }
+  const list = spec.windows;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new Invalid(`${where}.windows: expected a list of at least one window such as "22:00-06:00"`);
+  }
+  for (const w of list) {
+    const parsed = typeof w === 'string' ? parseWindow(w) : { error: 'is not a string' };
+    if ('error' in parsed) {
+      throw new Invalid(
+        `${where}: window ${JSON.stringify(w)} ${parsed.error}; write HH:MM-HH:MM in 24-hour local time, e.g. "22:00-06:00"`,
+      );
+    }
+  }
+  return { timeZone, atClose, windows: (list as string[]).map((w) => w.trim()) };
+}
 
 /** Where a value came from; named in every error and by `dts config`. */
 export type Source =
@@ -331,13 +385,11 @@ function pools(raw: unknown, ctx: ParseContext): Record<string, PoolSettings> {
       throw new Invalid(`pools.${name}: expected a mapping of settings, got ${typeName(value)}`);
     }
     const settings = (value ?? {}) as Record<string, unknown>;
-    // RESERVED (helper T): read `windows` (and other per-pool settings) here; remove them from
-    // `unknown` below so that a misspelt key is still refused.
-    const unknown = Object.keys(settings);
+    const unknown = Object.keys(settings).filter((k) => k !== 'windows');
     if (unknown.length) {
-      throw new Invalid(`pools.${name}.${unknown[0]} is not a pool setting (pool settings: none yet)`);
+      throw new Invalid(`pools.${name}.${unknown[0]} is not a pool setting (pool settings: windows)`);
     }
-    out[name] = {};
+    out[name] = settings.windows === undefined ? {} : { windows: poolWindows(name, settings.windows) };
   }
   return out;
 }
@@ -482,8 +534,55 @@ export const SETTINGS: readonly Setting[] = [
     parse: filePath,
   },
   // ---------------------------------------------------------------------------------------------
-  // RESERVED FOR THE SCHEDULER (helper T): `scheduler.*` settings go here, e.g.
-  //   { key: 'scheduler.intervalMs', env: ['DTS_SCHEDULER_INTERVAL_MS'], default: 1000, help: '…', parse: int(100, 60_000) },
+  // The scheduler and time (helper T).
+  {
+    key: 'scheduler.pollMs',
+    env: ['DTS_SCHEDULER_POLL_MS'],
+    default: 250,
+    help: 'Milliseconds between the scheduler’s looks for held jobs that are due (a job starts within about this of its time)',
+    parse: int(10, 60_000, ' (milliseconds)'),
+  },
+  {
+    key: 'scheduler.leaseMs',
+    env: ['DTS_SCHEDULER_LEASE_MS'],
+    default: 60_000,
+    help: 'How long a scheduler holds a due job while publishing it; another scheduler takes it over after that',
+    parse: int(1000, 3_600_000, ' (milliseconds)'),
+  },
+  {
+    key: 'scheduler.retentionEveryMs',
+    env: ['DTS_RETENTION_EVERY_MS'],
+    default: 60_000,
+    help: 'Milliseconds between purges of finished jobs past their StayAliveTime; 0 turns purging off',
+    parse: int(0, 86_400_000, ' (milliseconds)'),
+  },
+  {
+    key: 'scheduler.defaultStayAliveMs',
+    env: ['DTS_DEFAULT_STAY_ALIVE_MS'],
+    help: 'How long a finished job without a StayAliveTime is kept before it is purged. Default: kept for ever',
+    parse: int(0, 10 * 365 * 86_400_000, ' (milliseconds)'),
+  },
+  {
+    key: 'deadlineAction',
+    env: ['DTS_DEADLINE_ACTION'],
+    default: 'cancel',
+    help: 'A job still running at its EndNoLaterThan: cancel (stop it, remove its partial files) or finish',
+    parse: oneOf(['cancel', 'finish'] as const),
+  },
+  {
+    key: 'retry.baseMs',
+    env: ['DTS_RETRY_BASE_MS'],
+    default: 10_000,
+    help: 'First wait before a job that failed with a transient error is tried again (doubling each attempt); the job waits in the broker, not in a worker',
+    parse: int(0, 86_400_000, ' (milliseconds)'),
+  },
+  {
+    key: 'retry.maxMs',
+    env: ['DTS_RETRY_MAX_MS'],
+    default: 600_000,
+    help: 'Longest wait between attempts of a job',
+    parse: int(0, 7 * 86_400_000, ' (milliseconds)'),
+  },
   {
     key: 'pools',
     default: {},
@@ -659,6 +758,16 @@ function build(values: Map<string, unknown>): DtsConfig {
       ...(knownHosts ? { sftpKnownHosts: knownHosts } : {}),
     },
     client: { api: v('client.api'), ...(token ? { token } : {}), ...(caFile ? { caFile } : {}) },
+    scheduler: {
+      pollMs: v('scheduler.pollMs'),
+      leaseMs: v('scheduler.leaseMs'),
+      retentionEveryMs: v('scheduler.retentionEveryMs'),
+      ...(v<number | undefined>('scheduler.defaultStayAliveMs') !== undefined
+        ? { defaultStayAliveMs: v<number>('scheduler.defaultStayAliveMs') }
+        : {}),
+    },
+    deadlineAction: v('deadlineAction'),
+    retry: { baseMs: v('retry.baseMs'), maxMs: v('retry.maxMs') },
     pools: v('pools'),
   };
 }

@@ -10,6 +10,8 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { AmqpBroker, type Broker } from '@dts/messaging';
 import { startDeadLetterRecorder, startScheduler } from '@dts/scheduler';
 import { type JobStore, SqliteJobStore } from '@dts/store';
+import { type ApiResponse, apiClient } from './client.js';
+import { type LoadedConfig, loadConfig } from './config.js';
 import { EXIT, UsageError } from './usage.js';
 
 export interface TimeServicesOptions {
@@ -19,6 +21,10 @@ export interface TimeServicesOptions {
   readonly onJobChanged?: (jobId: string) => void;
   /** Scheduler poll interval (ms). Default 250. */
   readonly pollMs?: number;
+  /** A scheduler's lease on a due job (ms). Default 60 000. */
+  readonly leaseMs?: number;
+  /** Retention purge interval (ms); 0: never. Default 60 000. */
+  readonly retentionEveryMs?: number;
   /** Finished jobs without a StayAliveTime are purged this long after they finished. Default: kept. */
   readonly defaultStayAliveMs?: number;
 }
@@ -29,6 +35,8 @@ export async function startTimeServices(o: TimeServicesOptions): Promise<{ stop(
     store: o.store,
     broker: o.broker,
     ...(o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
+    ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs } : {}),
+    ...(o.retentionEveryMs !== undefined ? { retentionEveryMs: o.retentionEveryMs } : {}),
     ...(o.defaultStayAliveMs !== undefined ? { defaultStayAliveMs: o.defaultStayAliveMs } : {}),
     ...(o.onJobChanged ? { onPublished: o.onJobChanged } : {}),
   });
@@ -45,7 +53,7 @@ export async function startTimeServices(o: TimeServicesOptions): Promise<{ stop(
   };
 }
 
-export const QUEUES_HELP = `Usage: dts queues [--api URL] [--json] [--watch]
+export const QUEUES_HELP = `Usage: dts queues [--api URL] [--config FILE] [--json] [--watch]
 
 Every pool's queue now: jobs ready and unacked on the broker, running, suspended, pending and
 scheduled in the job store, dead letters, and the consumers (workers) with their selectors.
@@ -59,17 +67,19 @@ export const DEAD_LETTERS_HELP = `Usage: dts dead-letters list [--reason R] [--l
 Jobs that could not run: expired (their EndNoLaterThan passed before they started), poison jobs
 (delivered too often without finishing) and jobs a worker refused. list shows each with its reason
 and original job; requeue puts a job back in its pool (Pending), with a new deadline if given;
-purge deletes dead letters (their jobs stay Expired or Failed). Options: --api URL (default
-DTS_API or http://127.0.0.1:8080); DTS_API_TOKEN is sent as a bearer token.
+purge deletes dead letters (their jobs stay Expired or Failed). Options: --api URL (client.api /
+DTS_API, default http://127.0.0.1:<api.port>), --config FILE; the token is client.token /
+DTS_API_TOKEN.
 `;
 
-export const SCHEDULER_HELP = `Usage: dts scheduler [--data DIR] [--poll-ms N]
+export const SCHEDULER_HELP = `Usage: dts scheduler [--data DIR] [--config FILE]
 
 A scheduler process: publishes held jobs (StartNotBefore in the future) when due, records dead
 letters (Expired / Failed jobs) and purges finished jobs past their StayAliveTime. It shares the
 job store in DIR (default ./dts-data) with the API, and RabbitMQ (DTS_AMQP_URL) with everyone;
-several may run, leases in the store keep them from publishing a job twice. \`dts serve\` runs one
-already.
+several may run, leases in the store keep them from publishing a job twice. \`dts serve\` and
+\`dts api\` run one already. Settings: scheduler.pollMs, scheduler.leaseMs,
+scheduler.retentionEveryMs, scheduler.defaultStayAliveMs (docs/configuration.md).
 `;
 
 /** Dispatch for `queues`, `dead-letters` and `scheduler`. */
@@ -95,33 +105,26 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>,
 }
 
 const apiOption = {
-  api: { type: 'string' as const, default: process.env.DTS_API ?? 'http://127.0.0.1:8080' },
+  api: { type: 'string' as const },
+  config: { type: 'string' as const },
 };
 
-async function call(
-  api: string,
-  route: string,
-  init: RequestInit = {},
-): Promise<{ status: number; body: unknown }> {
-  const headers = new Headers(init.headers);
-  const token = process.env.DTS_API_TOKEN;
-  if (token) headers.set('authorization', `Bearer ${token}`);
-  let res: Response;
-  try {
-    res = await fetch(new URL(route, api.endsWith('/') ? api : `${api}/`), { ...init, headers });
-  } catch (err) {
-    throw new UsageError(
-      `cannot reach the dts API at ${api} (${(err as Error).cause ?? (err as Error).message}); start it with \`dts serve\` or set --api / DTS_API`,
+/** The configuration (file, environment) with `--api`/`--data`/`--config` on top. */
+function configFrom(values: Record<string, unknown>): LoadedConfig {
+  const flags: Record<string, string> = {};
+  for (const f of ['api', 'data']) if (typeof values[f] === 'string') flags[f] = values[f] as string;
+  return loadConfig({ flags, ...(typeof values.config === 'string' ? { configFile: values.config } : {}) });
+}
+
+/** `(method, route, json body?)` against the configured API (client.api, token, CA file). */
+function caller(values: Record<string, unknown>) {
+  const client = apiClient(configFrom(values).config.client);
+  return (method: string, route: string, json?: unknown): Promise<ApiResponse> =>
+    client.request(
+      method,
+      route,
+      json === undefined ? undefined : { contentType: 'application/json', text: JSON.stringify(json) },
     );
-  }
-  const text = await res.text();
-  let body: unknown = null;
-  try {
-    body = text ? JSON.parse(text) : null;
-  } catch {
-    body = text;
-  }
-  return { status: res.status, body };
 }
 
 function fail(what: string, r: { status: number; body: unknown }): number {
@@ -207,12 +210,13 @@ async function queuesCommand(args: string[]): Promise<number> {
     process.stdout.write(QUEUES_HELP);
     return EXIT.ok;
   }
+  const call = caller(values);
   for (;;) {
-    const r = await call(String(values.api), '/v1/queues');
+    const r = await call('GET', '/v1/queues');
     if (r.status !== 200) return fail('queues', r);
     if (values.json) process.stdout.write(`${JSON.stringify(r.body)}\n`);
     else {
-      const text = renderQueues(r.body as Parameters<typeof renderQueues>[0]);
+      const text = renderQueues(r.body as unknown as Parameters<typeof renderQueues>[0]);
       process.stdout.write(values.watch && process.stdout.isTTY ? `\x1b[H\x1b[2J${text}` : text);
     }
     if (!values.watch) return EXIT.ok;
@@ -249,7 +253,7 @@ async function deadLettersCommand(args: string[]): Promise<number> {
     process.stdout.write(DEAD_LETTERS_HELP);
     return EXIT.ok;
   }
-  const api = String(values.api);
+  const call = caller(values);
   const listAll = async (limit: number): Promise<LetterView[] | { status: number; body: unknown }> => {
     const items: LetterView[] = [];
     let cursor: string | null = null;
@@ -257,9 +261,9 @@ async function deadLettersCommand(args: string[]): Promise<number> {
       const q = new URLSearchParams({ limit: String(Math.min(1000, limit - items.length)) });
       if (typeof values.reason === 'string') q.set('reason', values.reason);
       if (cursor) q.set('cursor', cursor);
-      const r = await call(api, `/v1/dead-letters?${q}`);
+      const r = await call('GET', `/v1/dead-letters?${q}`);
       if (r.status !== 200) return r;
-      const page = r.body as { items: LetterView[]; nextCursor: string | null };
+      const page = r.body as unknown as { items: LetterView[]; nextCursor: string | null };
       items.push(...page.items);
       cursor = page.nextCursor;
     } while (cursor && items.length < limit);
@@ -302,15 +306,11 @@ async function deadLettersCommand(args: string[]): Promise<number> {
       if (!id || extra.length > 0)
         throw new UsageError('requeue takes one dead letter ID', DEAD_LETTERS_HELP);
       const deadline = values['end-no-later-than'];
-      const r = await call(api, `/v1/dead-letters/${encodeURIComponent(id)}/requeue`, {
-        method: 'POST',
-        ...(typeof deadline === 'string'
-          ? {
-              headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({ endNoLaterThan: deadline }),
-            }
-          : {}),
-      });
+      const r = await call(
+        'POST',
+        `/v1/dead-letters/${encodeURIComponent(id)}/requeue`,
+        typeof deadline === 'string' ? { endNoLaterThan: deadline } : undefined,
+      );
       if (r.status !== 200) return fail('dead-letters requeue', r);
       const job = (r.body as { job?: { id: string; state: string } | null }).job;
       process.stdout.write(`requeued ${id}${job ? `: job ${job.id} is ${job.state}` : ''}\n`);
@@ -332,7 +332,7 @@ async function deadLettersCommand(args: string[]): Promise<number> {
       }
       let failed = 0;
       for (const id of ids) {
-        const r = await call(api, `/v1/dead-letters/${encodeURIComponent(id)}`, { method: 'DELETE' });
+        const r = await call('DELETE', `/v1/dead-letters/${encodeURIComponent(id)}`);
         if (r.status !== 204) {
           failed++;
           fail(`dead-letters purge ${id}`, r);
@@ -355,8 +355,8 @@ async function schedulerCommand(args: string[]): Promise<number> {
   const { values } = parse(
     args,
     {
-      data: { type: 'string', default: process.env.DTS_DATA ?? 'dts-data' },
-      'poll-ms': { type: 'string', default: '250' },
+      data: { type: 'string' },
+      config: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     SCHEDULER_HELP,
@@ -365,21 +365,18 @@ async function schedulerCommand(args: string[]): Promise<number> {
     process.stdout.write(SCHEDULER_HELP);
     return EXIT.ok;
   }
-  const url = process.env.DTS_AMQP_URL;
+  const config = configFrom(values).config;
+  const url = config.broker.amqpUrl;
   if (!url) {
     throw new UsageError(
-      'a scheduler process needs the broker the API uses: set DTS_AMQP_URL=amqp://user:password@host:5672/ (`dts serve` with the embedded broker runs its own scheduler)',
+      'a scheduler process needs the broker the API uses: set broker.amqpUrl / DTS_AMQP_URL=amqp://user:password@host:5672/ (`dts serve` and `dts api` run a scheduler of their own)',
     );
   }
-  const pollMs = Number(values['poll-ms']);
-  if (!Number.isInteger(pollMs) || pollMs < 10) {
-    throw new UsageError(`--poll-ms must be a whole number of milliseconds ≥ 10, not "${values['poll-ms']}"`);
-  }
-  const dataDir = String(values.data);
+  const dataDir = config.dataDir;
   await fs.mkdir(dataDir, { recursive: true });
   const store = SqliteJobStore.open(path.join(dataDir, 'jobs.db'));
   const broker = await AmqpBroker.connect({ url });
-  const services = await startTimeServices({ store, broker, pollMs });
+  const services = await startTimeServices({ store, broker, ...config.scheduler });
   process.stderr.write(`dts scheduler: holding scheduled jobs of ${path.resolve(dataDir)}\n`);
   await new Promise<void>((resolve) => {
     const stop = () => {

@@ -96,6 +96,9 @@ function workerOptions(config: DtsConfig) {
     ...(w.selector ? { selector: w.selector } : {}),
     concurrency: w.concurrency,
     heartbeatMs: w.heartbeatMs,
+    deadlineAction: config.deadlineAction,
+    retryBackoff: config.retry,
+    ...(config.pools[w.pool]?.windows ? { windows: config.pools[w.pool]?.windows } : {}),
     registryConfig: {
       ...(w.fileRoots.length ? { file: { roots: [...w.fileRoots] } } : {}),
       ...(w.sftpKnownHosts ? { sftp: { knownHosts: w.sftpKnownHosts } } : {}),
@@ -139,7 +142,12 @@ async function startApi(loaded: LoadedConfig, command: string, logger: Logger) {
     ...(graceMs ? { graceMs } : {}),
   });
   // The scheduler (held jobs published when due, retention) and the dead-letter recorder.
-  const time = await startTimeServices({ store, broker, onJobChanged: (id) => notifier.jobChanged(id) });
+  const time = await startTimeServices({
+    store,
+    broker,
+    onJobChanged: (id) => notifier.jobChanged(id),
+    ...config.scheduler,
+  });
   let address: string;
   try {
     address = await app.listen({ host: config.api.host, port: config.api.port });
