@@ -1,0 +1,148 @@
+/**
+ * Scheduling as users run it, with real processes: `dts serve` (embedded broker) holds a job due in a
+ * few seconds across a restart of the whole service and runs it once when due; a job that expires
+ * unstarted shows in `dts dead-letters list` and comes back with `dts dead-letters requeue`;
+ * `dts queues` shows the live picture.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, tempDir, waitForPort } from '../servers/common.js';
+
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+const dtsBin = path.join(repo, 'apps/cli/bin/dts.js');
+
+function dts(args: string[], env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, [dtsBin, ...args], {
+    env: { ...process.env, DTS_CONFIG: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  const child = dts(args, env);
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    err += d;
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, out, err };
+}
+
+async function stop(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  child.kill('SIGTERM');
+  return closed;
+}
+
+function doc(o: { src: string; dst: string; pool?: string; start?: Date; end?: Date }): string {
+  const bulk =
+    (o.start ? `<StartNotBefore>${o.start.toISOString()}</StartNotBefore>` : '') +
+    (o.end ? `<EndNoLaterThan>${o.end.toISOString()}</EndNoLaterThan>` : '');
+  return `<BulkDataCopy xmlns="urn:dts:bulk-data-copy:1">
+  ${bulk ? `<BulkCopyRequirements>${bulk}</BulkCopyRequirements>` : ''}
+  ${o.pool ? `<Properties><Property name="pool">${o.pool}</Property></Properties>` : ''}
+  <DataCopy id="c">
+    <Source><DataLocations><Data><DataUrl>file://${o.src}</DataUrl></Data></DataLocations></Source>
+    <Sink><DataLocations><Data><DataUrl>file://${o.dst}</DataUrl></Data></DataLocations></Sink>
+  </DataCopy>
+</BulkDataCopy>`;
+}
+
+let root: string;
+beforeAll(async () => {
+  root = await tempDir('dts-sched-serve-');
+});
+afterAll(async () => {
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+describe('dts serve with scheduled and expiring jobs', () => {
+  it('runs a held job once across a restart, dead-letters an expired one, and dts queues shows it all', async () => {
+    const port = await freePort();
+    const data = path.join(root, 'data');
+    const api = `http://127.0.0.1:${port}`;
+    const env = { DTS_API: api };
+    let log = '';
+    const start = async () => {
+      const server = dts(['serve', '--port', String(port), '--data', data]);
+      server.stderr?.on('data', (d) => {
+        log += d;
+      });
+      await waitForPort(port, 20_000, 'dts serve');
+      return server;
+    };
+    const src = path.join(root, 'a.txt');
+    await fs.writeFile(src, 'scheduled bytes');
+    let server = await start();
+    try {
+      // A job due in 4 s, submitted, then the whole service restarted before it is due.
+      const due = new Date(Date.now() + 4000);
+      const held = path.join(root, 'held.xml');
+      await fs.writeFile(held, doc({ src, dst: path.join(root, 'out', 'a.txt'), start: due }));
+      const submitted = await run(['submit', held], env);
+      expect(submitted.code, submitted.err).toBe(0);
+      const id = submitted.out.trim();
+      const before = await run(['status', id], env);
+      expect(before.out).toContain('Scheduled');
+      // Another job for a pool with no worker, expiring in 1.5 s.
+      const late = path.join(root, 'late.xml');
+      await fs.writeFile(
+        late,
+        doc({
+          src,
+          dst: path.join(root, 'out', 'late.txt'),
+          pool: 'nowhere',
+          end: new Date(Date.now() + 1500),
+        }),
+      );
+      const lateId = (await run(['submit', late], env)).out.trim();
+      expect(await stop(server), log).toBe(0);
+      server = await start();
+
+      const watched = await run(['status', id, '--watch'], env);
+      expect(watched.code, watched.out + watched.err).toBe(0);
+      expect(await fs.readFile(path.join(root, 'out', 'a.txt'), 'utf8')).toBe('scheduled bytes');
+      const job = (await (await fetch(`${api}/v1/jobs/${id}`)).json()) as { startedAt: string };
+      expect(Date.parse(job.startedAt)).toBeGreaterThanOrEqual(due.getTime());
+      const events = (await (await fetch(`${api}/v1/jobs/${id}/events`)).json()) as {
+        items: { type: string }[];
+      };
+      expect(events.items.filter((e) => e.type === 'job.claimed')).toHaveLength(1); // once
+
+      // The expired job, in the dead letters.
+      const lateStatus = await run(['status', lateId, '--json'], env);
+      expect(JSON.parse(lateStatus.out)).toMatchObject({ state: 'Expired' });
+      const listed = await run(['dead-letters', 'list'], env);
+      expect(listed.code, listed.err).toBe(0);
+      expect(listed.out).toMatch(new RegExp(`expired\\s.*\\snowhere\\s+${lateId}\\s+Expired`));
+      const letters = JSON.parse((await run(['dead-letters', 'list', '--json'], env)).out) as {
+        id: string;
+      }[];
+      expect(letters).toHaveLength(1);
+
+      // A live picture: the pool with no worker is listed once requeued, with its job ready.
+      const requeued = await run(['dead-letters', 'requeue', letters[0]?.id as string], env);
+      expect(requeued.code, requeued.err).toBe(0);
+      expect(requeued.out).toContain(`job ${lateId} is Pending`);
+      const queues = await run(['queues'], env);
+      expect(queues.code, queues.err).toBe(0);
+      expect(queues.out).toMatch(/^POOL\s+READY\s+UNACKED\s+RUNNING/m);
+      expect(queues.out).toMatch(/^default\s+0\s+0\s+0\s+0\s+0\s+0\s+1$/m);
+      expect(queues.out).toMatch(/^nowhere\s+1\s+0\s+0\s+0\s+0\s+0\s+0$/m);
+      expect(queues.out).toMatch(/^\S+\s+default\s+idle\s+0\s+\(all\)$/m);
+      expect(queues.out).toContain('0 scheduled, 0 dead letters');
+      const purged = await run(['dead-letters', 'purge', '--all'], env);
+      expect(purged.out).toContain('purged 0 dead letters');
+    } finally {
+      expect(await stop(server), log).toBe(0);
+    }
+  }, 90_000);
+});
