@@ -294,6 +294,8 @@ class CopyRun {
     const matcher = selectionMatcher(this.copy.source.select);
     const concurrency = Math.max(1, this.copy.requirements.concurrency);
     const inFlight = new Set<Promise<void>>();
+    /** Files in `inFlight` still moving bytes (not yet stored). */
+    const moving = new Set<Promise<void>>();
     const visitedDirs: string[] = [];
     let files = 0;
     let total = 0;
@@ -326,15 +328,29 @@ class CopyRun {
         files++;
         total += item.entry.size;
         if (Date.now() - lastPlan >= this.progressIntervalMs) plan(false);
+        // `concurrency` files move bytes at once; a file whose bytes are stored gives its place up
+        // before its rename (a round trip on a remote sink), so renames overlap with the next
+        // transfers. At most `concurrency` more are being renamed (or finishing) meanwhile.
+        let stored!: () => void;
+        const transferring = new Promise<void>((resolve) => {
+          stored = () => {
+            if (moving.delete(transferring)) resolve();
+          };
+        });
+        moving.add(transferring);
         const p = this.copyOne(
           source,
           sinks,
           item.rel,
           item.entry,
           joinPath(source.loc.path, item.rel),
-        ).finally(() => inFlight.delete(p));
+          stored,
+        )
+          .finally(stored)
+          .finally(() => inFlight.delete(p));
         inFlight.add(p);
-        if (inFlight.size >= concurrency) await Promise.race(inFlight);
+        if (moving.size >= concurrency) await Promise.race(moving);
+        if (inFlight.size >= 2 * concurrency) await Promise.race(inFlight);
       }
     } finally {
       // Even when the listing fails or is stopped, the files already started finish (or stop) first.
@@ -404,6 +420,7 @@ class CopyRun {
     rel: string,
     entry: Entry,
     sourcePath: string,
+    onStored?: () => void,
   ): Promise<void> {
     const path = rel || entry.name;
     const targets = sinks.map((sink) => ({ sink, target: this.targetPath(sink, rel, entry.name) }));
@@ -439,6 +456,8 @@ class CopyRun {
                 detail: `attempt ${attempt} failed; retrying`,
               }),
           );
+          // The bytes are stored: the next file may start moving its bytes while this one is renamed.
+          onStored?.();
           for (const t of pending) if (t.temp !== t.target) await t.sink.loc.adapter.rename(t.temp, t.target);
           if (this.copy.requirements.deleteSource) await source.loc.adapter.remove(sourcePath);
           this.counts.done++;

@@ -402,6 +402,31 @@ describe('resume, retries and stopping', () => {
     expect(await exists(tempPath(path.join(dst, 'f.bin')))).toBe(false);
   });
 
+  it('a file gives its place up once its bytes are stored: the next one moves while it is renamed', async () => {
+    const tree: Record<string, number> = {};
+    for (let i = 0; i < 6; i++) tree[`f${i}.bin`] = 10_000;
+    await makeTree(src, tree);
+    const inst = new InstrumentedAdapter();
+    inst.renameWaitsForWriteMs = 2000;
+    const registry = createDefaultRegistry().register(instrumentedFactory(inst));
+    const result = await runJob(
+      jobSpec(
+        copySpec({
+          sources: [fileUrl(src, true)],
+          sinks: [[`inst://${dst}/`]],
+          requirements: { concurrency: 1 },
+        }),
+      ),
+      { registry },
+    );
+    expect(result.state).toBe('Done');
+    expect(await snapshot(dst)).toEqual(await snapshot(src));
+    // Concurrency 1 still means one file's bytes at a time…
+    expect(inst.maxWritesInFlight).toBe(1);
+    // …but every rename but the last saw the next file start (waiting out 2 s each without it).
+    expect(inst.renamesOverlapped).toBe(5);
+  });
+
   it('a tree copy finds partial files by listing each sink directory once, not by a stat per file', async () => {
     const tree: Record<string, number> = { 'b/big.bin': 2 * MiB };
     for (let i = 0; i < 20; i++) tree[`a/f${i}.bin`] = 1000 + i;

@@ -89,6 +89,7 @@ export class InstrumentedAdapter implements Adapter {
       throw this.failWritesWith;
     }
     this.writesInFlight++;
+    this.writesStarted++;
     this.maxWritesInFlight = Math.max(this.maxWritesInFlight, this.writesInFlight);
     const slow = this.slowWrites?.match.test(path) ? this.slowWrites.delayMs : 0;
     const counted = async function* (this: InstrumentedAdapter) {
@@ -113,7 +114,22 @@ export class InstrumentedAdapter implements Adapter {
   removeDir(path: string): Promise<void> {
     return this.inner.removeDir(path);
   }
-  rename(from: string, to: string): Promise<void> {
+  /** Writes begun so far. */
+  writesStarted = 0;
+  /**
+   * Each rename first waits (at most this long) for another write to begin: a remote rename is a
+   * round trip, and whether the engine starts the next file meanwhile is what a test can then see.
+   */
+  renameWaitsForWriteMs = 0;
+  /** Renames during which another write began. */
+  renamesOverlapped = 0;
+  async rename(from: string, to: string): Promise<void> {
+    if (this.renameWaitsForWriteMs > 0) {
+      const before = this.writesStarted;
+      const until = Date.now() + this.renameWaitsForWriteMs;
+      while (this.writesStarted === before && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
+      if (this.writesStarted > before) this.renamesOverlapped++;
+    }
     return this.inner.rename(from, to);
   }
   async close(): Promise<void> {}
