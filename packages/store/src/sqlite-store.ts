@@ -806,33 +806,6 @@ export class SqliteJobStore implements JobStore {
     });
   }
 
-  async holdAgain(jobId: string, message: HeldMessage & { readonly dueAt: Date }): Promise<void> {
-    this.write(() => {
-      const row = this.jobRow(jobId);
-      if (!row) throw new StoreError('STORE_NOT_FOUND', `there is no job ${jobId}`);
-      const now = this.now();
-      this.insertHeld(jobId, message, message.dueAt.getTime(), row.end_no_later_than, now);
-      if (row.state !== 'Scheduled') {
-        const allowed = JOB_TRANSITIONS[row.state];
-        if (!allowed.includes('Scheduled')) {
-          throw new InvalidTransitionError(jobId, row.state, 'Scheduled', allowed);
-        }
-        const detail = `held until ${message.dueAt.toISOString()}`;
-        this.sql(`UPDATE jobs SET state = 'Scheduled', state_detail = ?, updated_at = ? WHERE id = ?`).run(
-          detail,
-          now,
-          jobId,
-        );
-        this.recordServiceEvent(
-          jobId,
-          row.attempts,
-          { type: 'job.state', at: iso(now), state: 'Scheduled', detail },
-          now,
-        );
-      }
-    });
-  }
-
   async countActiveJobs(): Promise<JobCount[]> {
     return this.read(() =>
       this.sql<{ pool: string | null; state: StoredJobState; n: number }>(

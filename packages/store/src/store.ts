@@ -313,12 +313,6 @@ export interface JobStore {
    */
   releaseHeldJob(jobId: string, holder: string): Promise<boolean>;
 
-  /**
-   * Holds a job's message again (a new due time; the job goes back to `Scheduled` from `Pending`):
-   * a job that reached a worker outside its time window waits for the next one.
-   */
-  holdAgain(jobId: string, message: HeldMessage & { readonly dueAt: Date }): Promise<void>;
-
   /** Scheduled, Pending, Running and Suspended jobs counted by pool and state. */
   countActiveJobs(): Promise<JobCount[]>;
 
