@@ -2,9 +2,10 @@
  * Scheduling as users run it, with real processes: `dts serve` (embedded broker) holds a job due in a
  * few seconds across a restart of the whole service and runs it once when due; a job that expires
  * unstarted shows in `dts dead-letters list` and comes back with `dts dead-letters requeue`;
- * `dts queues` shows the live picture.
+ * `dts queues` shows the live picture. On RabbitMQ: `dts api` and two `dts scheduler` processes (three
+ * schedulers on one store) publish a held job once, and a `dts worker` runs it once.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -143,6 +144,80 @@ describe('dts serve with scheduled and expiring jobs', () => {
       expect(purged.out).toContain('purged 0 dead letters');
     } finally {
       expect(await stop(server), log).toBe(0);
+    }
+  }, 90_000);
+});
+
+const vhost = `dts-sched-e2e-${process.pid}-${Date.now()}`;
+const rabbit = (() => {
+  try {
+    execFileSync('rabbitmqctl', ['add_vhost', vhost], { stdio: 'ignore' });
+    execFileSync('rabbitmqctl', ['set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*'], {
+      stdio: 'ignore',
+    });
+    return true;
+  } catch {
+    if (process.env.CI === 'true')
+      throw new Error('CI=true and RabbitMQ is not reachable: run `rabbitmq-server -detached`');
+    console.warn(
+      '\n*** SKIPPING the RabbitMQ scheduler processes test: start RabbitMQ with `rabbitmq-server -detached` ***\n',
+    );
+    return false;
+  }
+})();
+
+describe.skipIf(!rabbit)('dts api + two dts scheduler processes + dts worker on RabbitMQ', () => {
+  afterAll(() => {
+    execFileSync('rabbitmqctl', ['delete_vhost', vhost], { stdio: 'ignore' });
+  });
+
+  it('publishes a held job once and the worker runs it once', async () => {
+    const port = await freePort();
+    const data = path.join(root, 'data-amqp');
+    const api = `http://127.0.0.1:${port}`;
+    const env = {
+      DTS_AMQP_URL: `amqp://guest:guest@127.0.0.1:5672/${vhost}`,
+      DTS_API: api,
+      DTS_SCHEDULER_POLL_MS: '20',
+    };
+    const procs: ChildProcess[] = [];
+    let logs = '';
+    const start = (args: string[]) => {
+      const p = dts(args, env);
+      p.stderr?.on('data', (d) => {
+        logs += d;
+      });
+      procs.push(p);
+      return p;
+    };
+    try {
+      start(['api', '--port', String(port), '--data', data]);
+      await waitForPort(port, 30_000, 'dts api');
+      start(['scheduler', '--data', data]);
+      start(['scheduler', '--data', data]);
+      start(['worker', '--pool', 'default', '--data', data]);
+      while ((logs.match(/dts scheduler: holding/g) ?? []).length < 2 || !logs.includes('dts worker')) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const src = path.join(root, 'b.txt');
+      await fs.writeFile(src, 'held on rabbit');
+      const due = new Date(Date.now() + 3000);
+      const file = path.join(root, 'held-amqp.xml');
+      await fs.writeFile(file, doc({ src, dst: path.join(root, 'out-amqp', 'b.txt'), start: due }));
+      const id = (await run(['submit', file], env)).out.trim();
+      expect(id).toMatch(/^[0-9a-f-]{36}$/);
+      const watched = await run(['status', id, '--watch'], env);
+      expect(watched.code, watched.out + watched.err + logs).toBe(0);
+      expect(await fs.readFile(path.join(root, 'out-amqp', 'b.txt'), 'utf8')).toBe('held on rabbit');
+      await new Promise((r) => setTimeout(r, 1000)); // a second publish would have been claimed by now
+      const events = (await (await fetch(`${api}/v1/jobs/${id}/events`)).json()) as {
+        items: { type: string; at: string }[];
+      };
+      const claims = events.items.filter((e) => e.type === 'job.claimed');
+      expect(claims).toHaveLength(1);
+      expect(Date.parse(claims[0]?.at as string)).toBeGreaterThanOrEqual(due.getTime());
+    } finally {
+      for (const p of procs.reverse()) expect(await stop(p), logs).toBe(0);
     }
   }, 90_000);
 });
