@@ -461,6 +461,10 @@ describe.each(kinds)('scheduling on the $name broker', (kind) => {
         ready: own.ready,
         consumers: own.consumers,
       });
+      // Asking is passive: the pool "default", listed but never used, got no queue from it.
+      expect(v.pools.find((p) => p.pool === 'default')).toMatchObject({ ready: 0, consumers: 0 });
+      const names = await rabbitmqctl('list_queues', '-p', vhost, '--no-table-headers', '--quiet', 'name');
+      expect(names.split('\n').map((n) => n.trim())).not.toContain(`${r.prefix}.pool.default`);
     }
     // A consumer that holds what it gets: ready drains, the consumer shows.
     const held: JobDelivery[] = [];

@@ -1061,11 +1061,19 @@ export class AmqpBroker implements Broker {
   async stats(pool: string): Promise<QueueStats> {
     this.checkOpen();
     checkPool(pool);
-    this.knownPools.add(pool);
-    return this.withAdmin(async (ch, session) => {
-      await this.declarePool(ch, session, pool);
-      const main = await ch.checkQueue(this.names.pool(pool));
-      const waiting = await ch.checkQueue(this.names.waiting(pool));
+    // Passive declares only: asking about a pool never makes its queues (a pool nobody has used
+    // has none, and counts nothing). A missing queue closes the admin channel; the next use makes
+    // a new one.
+    return this.withAdmin(async (ch) => {
+      let main: { messageCount: number; consumerCount: number };
+      let waiting: { messageCount: number };
+      try {
+        main = await ch.checkQueue(this.names.pool(pool));
+        waiting = await ch.checkQueue(this.names.waiting(pool));
+      } catch (err) {
+        if ((err as { code?: number }).code === 404) return { ready: 0, unacked: null, consumers: 0 };
+        throw err;
+      }
       // Every consumer of a pool consumes its main queue; AMQP 0-9-1 reports no unacked count.
       return {
         ready: main.messageCount + waiting.messageCount,
