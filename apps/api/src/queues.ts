@@ -6,7 +6,7 @@
  * whose EndNoLaterThan passed before it started (`expired`), one delivered too often without finishing
  * (`delivery-limit`, a poison job), or one a worker refused with a reason. The dead-letter recorder
  * (apps/scheduler) has marked each job Expired or Failed; requeueing puts the job back in its pool
- * (Pending) with a fresh delivery count and, optionally, a new deadline.
+ * (Pending) with a whole delivery allowance again and, optionally, a new deadline.
  */
 import type { Broker, DeadLetter } from '@dts/messaging';
 import { type JobStore, type JobSummary, type Principal, SYSTEM } from '@dts/store';
@@ -178,7 +178,7 @@ export function registerQueueRoutes(api: FastifyInstance, o: QueueRoutesOptions)
       schema: {
         summary: 'Put a dead job back in its pool',
         description:
-          'The job becomes Pending again with a fresh delivery count. Body (optional, JSON): ' +
+          'The job becomes Pending again with a whole delivery allowance. Body (optional, JSON): ' +
           '{"endNoLaterThan": "<ISO 8601>"} gives it a new deadline; without one it has none ' +
           '(the old deadline is what killed an expired job).',
         params: deadLetterParams,

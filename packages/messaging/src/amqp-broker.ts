@@ -1027,9 +1027,11 @@ export class AmqpBroker implements Broker {
         const hit = held.find((msg) => readEnvelope(msg).messageId === messageId);
         if (hit === undefined) return false;
         const env = readEnvelope(hit);
+        // The delivery count goes on (a worker's run number is its delivery count, and runs must
+        // never repeat); the job gets its whole allowance again.
         const back: Envelope = {
           ...env,
-          deliveries: 0,
+          maxDeliveries: env.maxDeliveries === undefined ? undefined : env.maxDeliveries + env.deliveries,
           redelivered: false,
           reason: undefined,
           deadAt: undefined,

@@ -335,7 +335,8 @@ export interface Broker {
   listDeadLetters(options?: ListOptions): Promise<DeadLetter[]>;
 
   /**
-   * Moves a dead letter back to where it came from (a job to its pool, with a fresh delivery count).
+   * Moves a dead letter back to where it came from (a job to its pool). Its delivery count goes on
+   * (so a worker's run number never repeats) and it is allowed `maxDeliveries` more deliveries.
    * False when there is no such dead letter.
    */
   requeueDeadLetter(messageId: string, options?: RequeueDeadLetterOptions): Promise<boolean>;

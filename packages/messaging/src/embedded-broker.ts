@@ -817,7 +817,7 @@ export class EmbeddedBroker implements Broker {
             ? this.names.control(row.worker_id ?? '')
             : this.names.eventsQueue;
       // A new row, so that the requeued message takes its turn after the ones already waiting.
-      this.insert({
+      const seq = this.insert({
         queue,
         messageId: row.message_id,
         kind: row.kind,
@@ -830,6 +830,9 @@ export class EmbeddedBroker implements Broker {
         expiresAt: row.kind === 'job' ? (expiresAt ?? null) : null,
         maxDeliveries: row.max_deliveries,
       });
+      // The delivery count goes on (a worker's run number is its delivery count, and runs must
+      // never repeat); the job gets its whole allowance again.
+      this.stmt.continueCount.run(row.delivery_count, row.delivery_count, seq);
       this.stmt.deleteSeq.run(row.seq);
       return true;
     });
@@ -1023,6 +1026,9 @@ function prepareStatements(db: SqliteDatabase) {
     toDelay: db.prepare(
       `UPDATE messages SET queue = ?, state = 'ready', owner = NULL, handed_off_at = NULL, redelivered = 1,
          retries = retries + ?, max_deliveries = max_deliveries + 1, due_at = ? WHERE seq = ?`,
+    ),
+    continueCount: db.prepare(
+      `UPDATE messages SET delivery_count = ?, max_deliveries = max_deliveries + ? WHERE seq = ?`,
     ),
     nextDue: db.prepare(`SELECT MIN(due_at) AS at FROM messages WHERE queue = ? AND state = 'ready'`),
     due: db.prepare(`SELECT * FROM messages WHERE queue = ? AND state = 'ready' AND due_at <= ?`),

@@ -274,6 +274,11 @@ export function runBrokerConformance(
       expect(letter.reason).toBe('delivery-limit');
       expect(letter.deliveryCount).toBe(2);
       expect((await broker.listDeadLetters()).map((l) => l.reason)).toEqual(['delivery-limit']);
+      // Requeued, it is delivered again, counting on from 3, with its whole allowance (2) again.
+      expect(await broker.requeueDeadLetter(messageId)).toBe(true);
+      await until(() => notices.length === 2, 'the second dead-letter notice');
+      expect(counts).toEqual([1, 2, 3, 4]);
+      expect((notices[1] as DeadLetterDelivery).letter.deliveryCount).toBe(4);
     });
 
     test('dead letters: listed oldest first, requeued to their pool, deleted', async (open) => {
