@@ -4,6 +4,7 @@
  *
  *   npm run bench -- local      # file → file: a 1 GiB file and 2,000 × 16 KiB files; dts vs cp vs rclone
  *   npm run bench -- protocols  # sftp, ftp, webdav, http on loopback servers: dts vs rclone vs the protocol's own client
+ *   npm run bench -- service    # the service: submissions/s and latency, end-to-end jobs/s (bench/service.js)
  *
  * Each tool runs under /usr/bin/time for wall time, CPU seconds and peak RSS. The page cache is warm
  * (every tool reads the same files after a warm-up read). Numbers are printed as a table with the ratio
@@ -17,12 +18,13 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { have, measure, median } from './measure.js';
 import { protocols } from './protocols.js';
+import { service } from './service.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const dts = path.join(repo, 'apps/cli/bin/dts.js');
 const MiB = 1024 * 1024;
 
-const suites = { local, protocols };
+const suites = { local, protocols, service };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const unknown = wanted.filter((w) => !(w in suites));
 if (unknown.length > 0 || wanted.length === 0) {
