@@ -118,6 +118,9 @@ export class SftpSession {
         finish(prompts.map(() => options.password ?? ''));
       });
       client.once('ready', () => {
+        // Nagle off: SFTP is small requests answered one by one (OPEN, CLOSE, READs), and a request
+        // held back until the previous one is acknowledged waits out the peer's delayed ACK.
+        client.setNoDelay(true);
         subsystemTimer = setTimeout(
           () =>
             fail(
