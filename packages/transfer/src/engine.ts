@@ -174,6 +174,8 @@ class CopyRun {
     this.emit({ type: 'copy.state', copyId: id, state: 'Transferring' });
     let error: TransferError | undefined;
     try {
+      // A job stopped before it started (a suspended job cancelled, say) touches nothing.
+      this.signal?.throwIfAborted();
       const source = await this.chooseSource();
       const isDir = source.entry.type === 'directory';
       const sinks = await Promise.all(this.copy.sinks.map((s) => this.chooseSink(s.locations, isDir)));
@@ -427,6 +429,7 @@ class CopyRun {
     const pending: PendingSink[] = [];
     let attempt = 0;
     try {
+      this.signal?.throwIfAborted();
       await Promise.all(targets.map((t) => this.ensureDir(t.sink, parentOf(t.target))));
       // CreationFlag dontOverwrite: sinks that already hold the file are left alone.
       const flag = this.copy.requirements.creationFlag;
@@ -458,6 +461,9 @@ class CopyRun {
           );
           // The bytes are stored: the next file may start moving its bytes while this one is renamed.
           onStored?.();
+          // A stop that came while the last bytes were written still wins: no file under its final
+          // name after a cancel (the temporary file is removed below; a suspend keeps it, complete).
+          this.signal?.throwIfAborted();
           for (const t of pending) if (t.temp !== t.target) await t.sink.loc.adapter.rename(t.temp, t.target);
           if (this.copy.requirements.deleteSource) await source.loc.adapter.remove(sourcePath);
           this.counts.done++;

@@ -533,6 +533,25 @@ describe('resume, retries and stopping', () => {
     expect(await exists(path.join(dst, 'f.bin'))).toBe(false);
   });
 
+  it('a job whose signal is already stopped copies nothing: no final file, no temporary file', async () => {
+    await makeTree(src, { 'one.txt': 'small', 'tree/a.bin': 1000, 'tree/b/c.bin': 2000 });
+    for (const reason of [undefined, 'suspend']) {
+      const ac = new AbortController();
+      ac.abort(reason);
+      const { events, onEvent } = collect();
+      const result = await runJob(
+        jobSpec(
+          copySpec({ sources: [fileUrl(path.join(src, 'one.txt'))], sinks: [[fileUrl(dst, true)]] }),
+          copySpec({ sources: [fileUrl(path.join(src, 'tree'), true)], sinks: [[fileUrl(dst, true)]] }),
+        ),
+        { registry: createDefaultRegistry(), onEvent, signal: ac.signal },
+      );
+      expect(result.state).toBe(reason === 'suspend' ? 'Suspended' : 'Cancelled');
+      expect(fileEvents(events, 'Done')).toEqual([]);
+      expect(await exists(dst)).toBe(false);
+    }
+  });
+
   it('cancel stops mid-file and removes the temporary file; suspend keeps it and a rerun resumes', async () => {
     await makeTree(src, { 'f.bin': 16 * MiB });
     const inst = new InstrumentedAdapter();
