@@ -174,6 +174,8 @@ const CONTROL_TARGET: Record<UserControl, StoredJobState> = {
   resume: 'Running',
 };
 
+const PAST_TENSE: Record<UserControl, string> = { cancel: 'cancelled', suspend: 'suspended', resume: 'resumed' };
+
 /**
  * Cancels, suspends or resumes a job the principal can see. A queued job (or one without a worker)
  * is cancelled at once (`sent: false`, the job as it is now); otherwise a control message goes to its
@@ -195,7 +197,7 @@ export async function controlJob(
     throw new ApiError(
       409,
       'STORE_INVALID_TRANSITION',
-      `Job ${id} is ${job.state} and cannot be ${action === 'cancel' ? 'cancelled' : `${action}d`}` +
+      `Job ${id} is ${job.state} and cannot be ${PAST_TENSE[action]}` +
         (allowed.length
           ? ` (from ${job.state} it can become ${allowed.join(', ')})`
           : ` (${job.state} is final)`),

@@ -172,6 +172,7 @@ describe('control', () => {
     const again = await h.app.inject({ method: 'POST', url: `/v1/jobs/${id}/suspend`, headers: ALICE });
     expect(again.statusCode).toBe(409);
     expect(again.json()).toMatchObject({ state: 'Cancelled', allowed: [] });
+    expect(again.json().error.message).toContain('is Cancelled and cannot be suspended (Cancelled is final)');
     expect(
       (await h.app.inject({ method: 'POST', url: `/v1/jobs/${id}/cancel`, headers: BOB })).statusCode,
     ).toBe(404);
