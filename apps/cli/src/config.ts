@@ -45,6 +45,8 @@ export interface DtsConfig {
     readonly tls?: { readonly cert: string; readonly key: string };
     /** Bearer token → principal. Unset: no authentication (everyone is the admin `local`). */
     readonly tokens?: Readonly<Record<string, ApiToken>>;
+    /** A worker silent this long is taken for dead and its jobs go back to their pools. */
+    readonly workerGraceMs: number;
   };
   readonly broker: {
     /** RabbitMQ (`amqp://` or `amqps://`); unset: the embedded broker in the data dir. */
@@ -453,6 +455,13 @@ export const SETTINGS: readonly Setting[] = [
     parse: tokens,
   },
   {
+    key: 'api.workerGraceMs',
+    env: ['DTS_WORKER_GRACE_MS'],
+    default: 60_000,
+    help: 'A worker without a heartbeat for this many milliseconds is taken for dead: its jobs go back to their pools and resume from their partial files elsewhere (keep it several worker.heartbeatMs)',
+    parse: int(1000, 86_400_000, ' (milliseconds)'),
+  },
+  {
     key: 'broker.amqpUrl',
     env: ['DTS_AMQP_URL'],
     secret: true,
@@ -744,6 +753,7 @@ function build(values: Map<string, unknown>): DtsConfig {
     api: {
       host: v('api.host'),
       port: v('api.port'),
+      workerGraceMs: v('api.workerGraceMs'),
       ...(cert && key ? { tls: { cert, key } } : {}),
       ...(apiTokens ? { tokens: apiTokens } : {}),
     },

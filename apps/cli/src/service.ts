@@ -132,14 +132,13 @@ async function startApi(loaded: LoadedConfig, command: string, logger: Logger) {
     notify: notifier,
     logger: logger.child({ part: 'recorder' }),
   });
-  // Hands the jobs of a worker silent for DTS_WORKER_GRACE_MS (default 60 s) back to their pools.
-  const graceMs = Number(process.env.DTS_WORKER_GRACE_MS) || undefined;
+  // Hands the jobs of a worker silent for api.workerGraceMs back to their pools.
   const reaper = startReaper({
     store,
     broker,
     notify: notifier,
     logger: logger.child({ part: 'reaper' }),
-    ...(graceMs ? { graceMs } : {}),
+    graceMs: config.api.workerGraceMs,
   });
   // The scheduler (held jobs published when due, retention) and the dead-letter recorder.
   const time = await startTimeServices({

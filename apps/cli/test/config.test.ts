@@ -41,7 +41,7 @@ describe('layering', () => {
     const { config, sources } = loadConfig({ env: {}, cwd: dir });
     expect(config.dataDir).toBe(join(dir, 'dts-data'));
     expect(config.keyFile).toBe(join(dir, 'dts-data', 'keyring.json'));
-    expect(config.api).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(config.api).toEqual({ host: '127.0.0.1', port: 8080, workerGraceMs: 60_000 });
     expect(config.broker).toEqual({});
     expect(config.worker).toEqual({ pool: 'default', concurrency: 2, heartbeatMs: 5000, fileRoots: [] });
     expect(config.client).toEqual({ api: 'http://127.0.0.1:8080' });
@@ -201,7 +201,7 @@ logLevel: loud
   it('refuses relative file roots, a bad pool name, a flag with a bad value, and half of a TLS pair', () => {
     const e = configError(() =>
       loadConfig({
-        env: { DTS_FILE_ROOTS: 'data', DTS_TLS_KEY: '/k.pem' },
+        env: { DTS_FILE_ROOTS: 'data', DTS_TLS_KEY: '/k.pem', DTS_WORKER_GRACE_MS: '10' },
         flags: { pool: 'no spaces please', concurrency: '0' },
         cwd: dir,
       }),
@@ -210,6 +210,7 @@ logLevel: loud
     expect(text).toContain('worker.fileRoots (from DTS_FILE_ROOTS): "data" is not an absolute path');
     expect(text).toContain('worker.pool (from --pool): "no spaces please" is not a pool name');
     expect(text).toContain('worker.concurrency (from --concurrency): 0 is out of range');
+    expect(text).toContain('api.workerGraceMs (from DTS_WORKER_GRACE_MS): 10 is out of range');
     expect(text).toContain(
       'api.tls.key (from DTS_TLS_KEY): HTTPS needs both the certificate and its key: set api.tls.cert (DTS_TLS_CERT) too',
     );
