@@ -174,7 +174,11 @@ const CONTROL_TARGET: Record<UserControl, StoredJobState> = {
   resume: 'Running',
 };
 
-const PAST_TENSE: Record<UserControl, string> = { cancel: 'cancelled', suspend: 'suspended', resume: 'resumed' };
+const PAST_TENSE: Record<UserControl, string> = {
+  cancel: 'cancelled',
+  suspend: 'suspended',
+  resume: 'resumed',
+};
 
 /**
  * Cancels, suspends or resumes a job the principal can see. A queued job (or one without a worker)
