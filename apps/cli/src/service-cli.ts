@@ -4,18 +4,8 @@
  * its flags override the configuration (defaults < file < environment < flags, see config.ts).
  */
 import { parseArgs } from 'node:util';
+import type { ControlAction } from './client-commands.js';
 import { describeConfig, type LoadedConfig, loadConfig, settingsHelp } from './config.js';
-import {
-  apiCommand,
-  type ControlAction,
-  controlCommand,
-  keygenCommand,
-  serveCommand,
-  statusCommand,
-  submitCommand,
-  workerCommand,
-  workersCommand,
-} from './service.js';
 import { EXIT, UsageError } from './usage.js';
 
 export const SERVICE_COMMANDS = [
@@ -235,7 +225,9 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
         pool: { type: 'string' },
       });
       if (values.help) return help(command);
-      return serveCommand(configWith(values, ['data', 'host', 'port', 'pool', 'log-level']));
+      return (await import('./service.js')).serveCommand(
+        configWith(values, ['data', 'host', 'port', 'pool', 'log-level']),
+      );
     }
     case 'api': {
       const { values } = parse(command, args, {
@@ -244,7 +236,9 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
         port: { type: 'string' },
       });
       if (values.help) return help(command);
-      return apiCommand(configWith(values, ['data', 'host', 'port', 'log-level']));
+      return (await import('./service.js')).apiCommand(
+        configWith(values, ['data', 'host', 'port', 'log-level']),
+      );
     }
     case 'worker': {
       const { values } = parse(command, args, {
@@ -254,7 +248,9 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
         concurrency: { type: 'string' },
       });
       if (values.help) return help(command);
-      return workerCommand(configWith(values, ['data', 'pool', 'selector', 'concurrency', 'log-level']));
+      return (await import('./service.js')).workerCommand(
+        configWith(values, ['data', 'pool', 'selector', 'concurrency', 'log-level']),
+      );
     }
     case 'submit': {
       const { values, positionals } = parse(command, args, { api: { type: 'string' } });
@@ -266,7 +262,10 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
             : `expected one FILE, got ${positionals.length}; run \`dts submit\` once per document`,
         );
       }
-      return submitCommand(configWith(values, ['api']), positionals[0] as string);
+      return (await import('./client-commands.js')).submitCommand(
+        configWith(values, ['api']),
+        positionals[0] as string,
+      );
     }
     case 'status': {
       const { values, positionals } = parse(command, args, {
@@ -276,7 +275,7 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
       });
       if (values.help) return help(command);
       const id = oneId(command, positionals);
-      return statusCommand(configWith(values, ['api']), {
+      return (await import('./client-commands.js')).statusCommand(configWith(values, ['api']), {
         id,
         watch: values.watch === true,
         json: values.json === true,
@@ -292,7 +291,7 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
       });
       if (values.help) return help(command);
       const id = oneId(command, positionals);
-      return controlCommand(configWith(values, ['api']), {
+      return (await import('./client-commands.js')).controlCommand(configWith(values, ['api']), {
         action: command,
         id,
         wait: values.wait === true,
@@ -305,7 +304,9 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
         json: { type: 'boolean', default: false },
       });
       if (values.help) return help(command);
-      return workersCommand(configWith(values, ['api']), { json: values.json === true });
+      return (await import('./client-commands.js')).workersCommand(configWith(values, ['api']), {
+        json: values.json === true,
+      });
     }
     case 'keygen': {
       const { values, positionals } = parse(command, args, {
@@ -315,7 +316,7 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
       if (values.help) return help(command);
       if (positionals.length > 1)
         throw new UsageError('give at most one FILE: `dts keygen /etc/dts/keyring.json`');
-      return keygenCommand(configWith(values, ['data']), {
+      return (await import('./service.js')).keygenCommand(configWith(values, ['data']), {
         ...(positionals[0] ? { file: positionals[0] } : {}),
         force: values.force === true,
       });
