@@ -4,24 +4,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { ServiceCommand } from './service-cli.js';
-import { EXIT, UsageError } from './usage.js';
+import { EXIT, SERVICE_COMMANDS, type ServiceCommand, UsageError } from './usage.js';
 
 // Each command loads only its own modules (a copy needs neither Fastify nor amqplib): the CLI's
 // start-up was 0.8 s with everything loaded up front, which every `dts copy` and `dts status` paid.
-const SERVICE_COMMANDS: readonly string[] = [
-  'serve',
-  'api',
-  'worker',
-  'submit',
-  'status',
-  'cancel',
-  'suspend',
-  'resume',
-  'workers',
-  'config',
-  'keygen',
-];
 const QUEUE_COMMANDS: readonly string[] = ['queues', 'dead-letters', 'scheduler'];
 
 export const HELP = `dts — Data Transfer Service: bulk copies described by a <BulkDataCopy> job document
@@ -139,7 +125,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'validate':
         return await validate(rest);
       default:
-        if (SERVICE_COMMANDS.includes(command))
+        if ((SERVICE_COMMANDS as readonly string[]).includes(command))
           return await (await import('./service-cli.js')).serviceMain(command as ServiceCommand, rest);
         if (QUEUE_COMMANDS.includes(command))
           return await (await import('./queues.js')).queuesMain(command, rest);
@@ -174,7 +160,7 @@ async function help(topic: string | undefined): Promise<number> {
       process.stdout.write(VALIDATE_HELP);
       return EXIT.ok;
     default:
-      if (SERVICE_COMMANDS.includes(topic)) {
+      if ((SERVICE_COMMANDS as readonly string[]).includes(topic)) {
         process.stdout.write((await import('./service-cli.js')).SERVICE_HELP[topic as ServiceCommand]);
         return EXIT.ok;
       }

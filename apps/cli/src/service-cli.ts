@@ -6,22 +6,9 @@
 import { parseArgs } from 'node:util';
 import type { ControlAction } from './client-commands.js';
 import { describeConfig, type LoadedConfig, loadConfig, settingsHelp } from './config.js';
-import { EXIT, UsageError } from './usage.js';
+import { EXIT, type ServiceCommand, UsageError } from './usage.js';
 
-export const SERVICE_COMMANDS = [
-  'serve',
-  'api',
-  'worker',
-  'submit',
-  'status',
-  'cancel',
-  'suspend',
-  'resume',
-  'workers',
-  'config',
-  'keygen',
-] as const;
-export type ServiceCommand = (typeof SERVICE_COMMANDS)[number];
+export { SERVICE_COMMANDS, type ServiceCommand } from './usage.js';
 
 const CONFIG_LINE = `      --config FILE     a YAML or JSON configuration file (default: DTS_CONFIG); flags override
                         it, and the environment overrides the file (\`dts config --help\`)`;

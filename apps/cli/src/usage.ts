@@ -23,3 +23,19 @@ export class UsageError extends Error {
     if (help !== undefined) this.help = help;
   }
 }
+
+/** The service and client commands (service-cli.ts); listed here so `main` can route without loading them. */
+export const SERVICE_COMMANDS = [
+  'serve',
+  'api',
+  'worker',
+  'submit',
+  'status',
+  'cancel',
+  'suspend',
+  'resume',
+  'workers',
+  'config',
+  'keygen',
+] as const;
+export type ServiceCommand = (typeof SERVICE_COMMANDS)[number];
