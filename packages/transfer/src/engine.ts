@@ -653,7 +653,11 @@ class CopyRun {
     this.signal?.addEventListener('abort', onStop, { once: true });
     let input: Readable;
     try {
-      input = await srcAdapter.openRead(sourcePath, { offset: readFrom, signal: attemptAbort.signal });
+      input = await srcAdapter.openRead(sourcePath, {
+        offset: readFrom,
+        signal: attemptAbort.signal,
+        size: entry.size,
+      });
     } catch (err) {
       this.signal?.removeEventListener('abort', onStop);
       throw markSource(classifySystemError(err, source.loc.displayUrl));

@@ -41,6 +41,13 @@ export interface ReadOptions {
   /** Start at this byte. Requires `capabilities.readAtOffset` when > 0. Default 0. */
   readonly offset?: number;
   readonly signal?: AbortSignal;
+  /**
+   * The file's size as the caller just learnt it (a listing or a stat), when it knows it: an adapter
+   * may then skip its own look at the file before reading (a round trip over sftp, a thread-pool
+   * hop locally). Only a hint: the stream still ends where the file does, and a caller passes it only
+   * for what it knows to be a file.
+   */
+  readonly size?: number;
 }
 
 export interface WriteOptions {

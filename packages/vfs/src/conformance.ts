@@ -223,6 +223,20 @@ export function runAdapterConformance(
         expectBytes(await get(path), Buffer.from('XY'), path);
       });
 
+      it('openRead with a size hint reads the whole file, also when the hint is stale', async () => {
+        const dir = await scratch('size-hint');
+        const path = posix.join(dir, 'f.bin');
+        const data = randomBytes(300 * 1024 + 17);
+        await put(path, data);
+        expectBytes(await get(path, { size: data.length }), data, 'hint = size');
+        // The file changed since the caller looked: the stream still ends where the file does.
+        expectBytes(await get(path, { size: 1000 }), data, 'hint smaller than the file');
+        expectBytes(await get(path, { size: 2 * data.length }), data, 'hint larger than the file');
+        const tiny = posix.join(dir, 'tiny.bin');
+        await put(tiny, Buffer.from('x'));
+        expectBytes(await get(tiny, { size: 0 }), Buffer.from('x'), '1 byte, hint 0');
+      });
+
       it('stat of a directory says directory', async () => {
         const dir = await scratch('stat-dir');
         const entry = await adapter.stat(dir);

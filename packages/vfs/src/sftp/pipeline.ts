@@ -40,12 +40,17 @@ interface ReadRequest {
  * are completed by asking again for the rest. `onClose` runs once, after the stream ends or is
  * destroyed (it closes the handle and releases the session).
  */
+/** Bytes asked for by the READ past the size known at open (the one that usually finds EOF). */
+const EOF_PROBE_BYTES = 4096;
+
 export class SftpReadStream extends Readable {
   private readonly queue: ReadRequest[] = [];
   private next: number;
   private end: number;
   private paused = false;
   private finished = false;
+  /** Data was found past the size known at open: the file grows, so reads past it go full size. */
+  private grew = false;
   private readonly onAbort: (() => void) | undefined;
 
   constructor(
@@ -78,7 +83,13 @@ export class SftpReadStream extends Readable {
       // Past the size known at open, one READ at a time: it is usually the one that finds EOF.
       const beyond = this.next >= this.end;
       if (beyond && this.queue.some((r) => r.offset >= this.end)) return;
-      const length = beyond ? requestBytes : Math.min(requestBytes, this.end - this.next);
+      // The READ past the known end nearly always finds EOF: a small buffer for it, not a full
+      // request's (a 255 KiB allocation per small file was most of a tree download's GC work).
+      const length = beyond
+        ? this.grew
+          ? requestBytes
+          : Math.min(requestBytes, EOF_PROBE_BYTES)
+        : Math.min(requestBytes, this.end - this.next);
       this.send(this.next, length, false);
       this.next += length;
     }
@@ -124,7 +135,10 @@ export class SftpReadStream extends Readable {
         this.push(null);
         return;
       }
-      if (head.offset + head.bytes > this.end) this.end = head.offset + head.bytes;
+      if (head.offset + head.bytes > this.end) {
+        this.end = head.offset + head.bytes;
+        this.grew = true;
+      }
       if (head.bytes < head.length) {
         // A short read: ask for the rest before anything after it.
         this.send(head.offset + head.bytes, head.length - head.bytes, true);
@@ -200,7 +214,8 @@ export async function pipelinedWrite(
 
   const iterator = (data as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
   let exhausted = false;
-  const stage = Buffer.allocUnsafe(requestBytes);
+  // Grown as data is staged (up to one request): a small file costs its own size, not `requestBytes`.
+  let stage = EMPTY;
   let staged = 0;
   try {
     if (signal?.aborted) onAbort();
@@ -230,6 +245,11 @@ export async function pipelinedWrite(
           continue;
         }
         const n = Math.min(requestBytes - staged, chunk.length - i);
+        if (staged + n > stage.length) {
+          const grown = Buffer.allocUnsafe(Math.min(requestBytes, Math.max(staged + n, 2 * stage.length)));
+          stage.copy(grown, 0, 0, staged);
+          stage = grown;
+        }
         chunk.copy(stage, staged, i, i + n);
         staged += n;
         i += n;
@@ -299,6 +319,8 @@ async function closeSource(iterator: AsyncIterator<unknown>): Promise<void> {
   ]);
   clearTimeout(timer);
 }
+
+const EMPTY = Buffer.alloc(0);
 
 function asBuffer(chunk: Uint8Array | string): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk;

@@ -163,10 +163,15 @@ export class SftpAdapter implements Adapter {
     try {
       handle = await call<Buffer>(s, (sftp, cb) => sftp.open(path, 'r', cb));
       const h = handle;
-      const st = await call<Stats>(s, (sftp, cb) => sftp.fstat(h, cb));
-      // OpenSSH opens a directory for reading without complaint; its READs then fail.
-      if (isType(st, S_IFDIR)) throw isADirectory(url);
-      return new SftpReadStream(s, h, offset, st.size, this.pipeline(s, url, options.signal), () => {
+      let size = options.size;
+      if (size === undefined) {
+        // One more round trip, unless the caller knows the size (and so that it is a file) already.
+        const st = await call<Stats>(s, (sftp, cb) => sftp.fstat(h, cb));
+        // OpenSSH opens a directory for reading without complaint; its READs then fail.
+        if (isType(st, S_IFDIR)) throw isADirectory(url);
+        size = st.size;
+      }
+      return new SftpReadStream(s, h, offset, size, this.pipeline(s, url, options.signal), () => {
         closeQuietly(s, h, () => lease.release());
       });
     } catch (err) {
