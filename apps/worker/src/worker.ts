@@ -10,11 +10,11 @@ import {
   type BrokerLogger,
   type ControlDelivery,
   type JobDelivery,
+  type JobSubscription,
   type Keyring,
   openJson,
   type RunningJob,
   SealingError,
-  type Subscription,
   silentLogger,
 } from '@dts/messaging';
 import { type EventMessage, uuidv7, type WorkerState } from '@dts/store';
@@ -262,10 +262,17 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const afterSuspend = new Map<string, 'resume' | 'cancel'>();
   /** Slots taken by deliveries being prepared (parse, open, hand-off) but not yet in `active`. */
   let preparing = 0;
+  /** Slots of finished jobs still being taken out of the running queue. */
+  let completing = 0;
   let draining = false;
   let stopped = false;
-  let jobSub: Subscription | undefined;
-  let subscribing: Promise<void> | undefined;
+  /** The pool consumer, open from start to drain/stop; its prefetch follows the free slots. */
+  let jobSub: JobSubscription | undefined;
+  /** The prefetch last asked of `jobSub`. */
+  let prefetchSet = -1;
+  /** `refill` runs one at a time; a call while one runs makes it run once more. */
+  let refilling: Promise<void> | undefined;
+  let refillAgain = false;
 
   // ---------------------------------------------------------------------------------------------
   // Events: published one at a time, in order, each retried until the broker confirms it.
@@ -307,7 +314,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   // Heartbeats
 
   /** Slots taken: running, being prepared, or claimed and waiting for the answer. */
-  const taken = () => active.size + preparing + awaiting.size;
+  const taken = () => active.size + preparing + awaiting.size + completing;
   const state = (): WorkerState =>
     stopped ? 'stopped' : draining ? 'draining' : taken() > 0 ? 'busy' : 'idle';
   let lastState: WorkerState | undefined;
@@ -438,7 +445,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
           else suspended.set(job.jobId, held);
         }
       } else {
-        await retryBroker(() => broker.completeRunning(workerId, job.messageId), 'completeRunning');
+        // The slot stays taken until the job has left the running queue, which therefore never
+        // holds more than `concurrency` jobs (RabbitMQ's completion is a scan of it).
+        completing++;
+        try {
+          await retryBroker(() => broker.completeRunning(workerId, job.messageId), 'completeRunning');
+        } finally {
+          completing--;
+        }
       }
       stateChanged();
       void refill();
@@ -496,11 +510,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   const onJob = async (d: JobDelivery): Promise<void> => {
     if (draining || stopped || taken() >= concurrency) {
-      // Raced with a pause: back to the queue for another worker.
-      await d.requeue();
+      // Sent before our prefetch went down: back to the queue for another worker, not counted as
+      // a delivery (we never tried it; counted, a busy pool's jobs would reach their delivery limit).
+      await d.requeue({ countDelivery: false });
       return;
     }
     preparing++;
+    // Lower the prefetch before this delivery's hand-off acks it (an ack makes room in the broker's eyes).
+    void refill();
     try {
       let msg: SubmitMessage;
       try {
@@ -583,30 +600,37 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     }
   };
 
-  /** Opens the job consumer when there is room, closes it when full (no job waits unacked on a busy worker). */
-  const refill = async (): Promise<void> => {
-    if (subscribing) await subscribing;
-    const want = !draining && !stopped && taken() < concurrency;
-    if (want && !jobSub) {
-      subscribing = (async () => {
-        try {
-          jobSub = await broker.consumeJobs(o.pool, onJob, {
-            prefetch: 1,
-            ...(o.selector ? { selector: o.selector } : {}),
-          });
-        } finally {
-          subscribing = undefined;
-        }
-      })();
-      await subscribing;
-    } else if (!want && jobSub) {
-      const sub = jobSub;
-      jobSub = undefined;
-      subscribing = sub.close().finally(() => {
-        subscribing = undefined;
-      });
-      await subscribing;
+  /**
+   * Sets the job consumer's prefetch to the free slots (0 when full, draining or stopped), so the
+   * broker sends as many jobs as there is room for and none to a busy worker (no job waits unacked
+   * behind a busy worker). The consumer stays open: closing it to pause would hand its unsettled
+   * deliveries back counted, and a job passed over often enough would die at its delivery limit.
+   */
+  const refill = (): Promise<void> => {
+    if (refilling) {
+      refillAgain = true;
+      return refilling;
     }
+    refilling = (async () => {
+      try {
+        do {
+          refillAgain = false;
+          const sub = jobSub;
+          const want = draining || stopped ? 0 : Math.max(0, concurrency - taken());
+          if (sub === undefined || want === prefetchSet) continue;
+          prefetchSet = want;
+          try {
+            await sub.setPrefetch(want);
+          } catch (err) {
+            prefetchSet = -1;
+            logger.warn({ workerId, err: errText(err) }, 'could not change the job prefetch');
+          }
+        } while (refillAgain);
+      } finally {
+        refilling = undefined;
+      }
+    })();
+    return refilling;
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -731,9 +755,21 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   // as the reaper would), to be resumed from their partial files.
   const leftovers = await broker.listRunning(workerId);
   if (leftovers.length > 0) await broker.releaseRunning(workerId);
+  prefetchSet = concurrency;
+  jobSub = await broker.consumeJobs(o.pool, onJob, {
+    prefetch: concurrency,
+    ...(o.selector ? { selector: o.selector } : {}),
+  });
   await refill();
   heartbeat();
   logger.info({ workerId, pool: o.pool, selector: o.selector, concurrency }, 'worker started');
+
+  /** Closes the job consumer (after the pause: it holds nothing unless a delivery is being prepared). */
+  const closeJobs = async (): Promise<void> => {
+    const sub = jobSub;
+    jobSub = undefined;
+    await sub?.close();
+  };
 
   let drained: Promise<void> | undefined;
   let stopping: Promise<void> | undefined;
@@ -752,6 +788,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         heartbeat();
         await refill();
         while (preparing > 0) await sleep(20);
+        await closeJobs();
         await suspendAll();
         suspended.clear();
         awaiting.clear();
@@ -769,8 +806,9 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         draining = true;
         await refill();
         clearInterval(timer);
-        await controlSub.close();
         while (preparing > 0) await sleep(20);
+        await closeJobs();
+        await controlSub.close();
         await suspendAll();
         stopped = true;
         giveUp = true;

@@ -39,6 +39,7 @@ import {
   type Delivery,
   type Handler,
   type JobDelivery,
+  type JobSubscription,
   type JobToPublish,
   type ListOptions,
   type MessageHeaders,
@@ -50,6 +51,7 @@ import {
   type ReleaseOptions,
   type ReleaseResult,
   type RequeueDeadLetterOptions,
+  type RequeueOptions,
   type RetryOptions,
   type RunningJob,
   retryDelayTier,
@@ -63,6 +65,7 @@ import {
   checkHeaders,
   checkPool,
   checkPositiveInt,
+  checkPrefetch,
   checkPriority,
   checkWorkerId,
   errorText,
@@ -146,6 +149,15 @@ interface Envelope {
 
 type ConsumerKind = 'job' | 'event' | 'control' | 'notice';
 
+/** Completions of one running queue that one scan serves. */
+interface CompletionBatch {
+  /** Message ids asked for → acked. */
+  readonly wanted: Map<string, boolean>;
+  /** Of `wanted`, those the scan has seen so far. */
+  readonly seen: Set<string>;
+  done?: Promise<void>;
+}
+
 /** Most messages a scan (running queue, dead letters, waiting queue) holds at once. */
 const MAX_SCAN = 2000;
 
@@ -203,6 +215,8 @@ export class AmqpBroker implements Broker {
   private readonly consumers = new Set<AmqpConsumer>();
   /** Pools this process published to or consumes: declared again after every reconnect. */
   private readonly knownPools = new Set<string>();
+  /** The open completion batch per running queue (see `completeRunning`). */
+  private readonly completions = new Map<string, CompletionBatch>();
   /** Correlation ids of publishes the broker returned as unroutable. */
   private readonly returned = new Set<string>();
   private readonly adminMutex = new Mutex();
@@ -765,7 +779,7 @@ export class AmqpBroker implements Broker {
     pool: string,
     handler: Handler<JobDelivery>,
     options: ConsumeJobsOptions = {},
-  ): Promise<Subscription> {
+  ): Promise<JobSubscription> {
     this.checkOpen();
     checkPool(pool);
     const selector =
@@ -776,18 +790,21 @@ export class AmqpBroker implements Broker {
     // A consumer with a selector takes from the pool's queue and looks through the waiting queue;
     // one without takes from both directly.
     const queues = selector ? [this.names.pool(pool)] : [this.names.pool(pool), this.names.waiting(pool)];
-    return this.subscribe(
-      new AmqpConsumer(this, {
-        kind: 'job',
-        key: pool,
-        queues,
-        prefetch: checkPositiveInt('prefetch', options.prefetch, 1),
-        selector,
-        handler: handler as Handler<never>,
-        poolQueue: this.names.pool(pool),
-        waitingQueue: this.names.waiting(pool),
-      }),
-    );
+    const consumer = new AmqpConsumer(this, {
+      kind: 'job',
+      key: pool,
+      queues,
+      prefetch: checkPositiveInt('prefetch', options.prefetch, 1),
+      selector,
+      handler: handler as Handler<never>,
+      poolQueue: this.names.pool(pool),
+      waitingQueue: this.names.waiting(pool),
+    });
+    const sub = await this.subscribe(consumer);
+    return {
+      close: sub.close,
+      setPrefetch: async (prefetch) => consumer.setPrefetch(checkPrefetch(prefetch)),
+    };
   }
 
   async consumeEvents(handler: Handler<Delivery>, options: ConsumeOptions = {}): Promise<Subscription> {
@@ -877,6 +894,7 @@ export class AmqpBroker implements Broker {
     decide: (held: GetMessage[], ack: Set<GetMessage>) => Promise<T>,
     empty: T,
     max = MAX_SCAN,
+    enough?: (msg: GetMessage) => boolean,
   ): Promise<T> {
     return this.withAdmin(async (ch) => {
       try {
@@ -892,6 +910,7 @@ export class AmqpBroker implements Broker {
           const msg = await ch.get(queue, { noAck: false });
           if (msg === false) break;
           held.push(msg);
+          if (enough?.(msg)) break;
         }
         return await decide(held, ack);
       } finally {
@@ -917,18 +936,48 @@ export class AmqpBroker implements Broker {
     );
   }
 
+  /**
+   * Completions asked while a scan runs join the next one: a worker finishing many small jobs scans
+   * its running queue once for all of them, and each scan stops at the last one it looks for (jobs
+   * end roughly in hand-off order), instead of reading the whole queue once per job.
+   */
   async completeRunning(workerId: string, messageId: string): Promise<boolean> {
     this.checkOpen();
     checkWorkerId(workerId);
-    return this.scan(
-      this.names.running(workerId),
-      async (held, ack) => {
-        const hit = held.find((msg) => readEnvelope(msg).messageId === messageId);
-        if (hit !== undefined) ack.add(hit);
-        return hit !== undefined;
-      },
-      false,
-    );
+    const queue = this.names.running(workerId);
+    let batch = this.completions.get(queue);
+    if (batch === undefined) {
+      const b: CompletionBatch = { wanted: new Map(), seen: new Set() };
+      batch = b;
+      this.completions.set(queue, b);
+      b.done = this.scan(
+        queue,
+        async (held, ack) => {
+          for (const msg of held) {
+            const id = readEnvelope(msg).messageId;
+            if (b.wanted.get(id) === false) {
+              b.wanted.set(id, true);
+              ack.add(msg);
+            }
+          }
+        },
+        undefined,
+        MAX_SCAN,
+        (msg) => {
+          // Taken in the admin mutex, so the batch is closed from here on.
+          if (this.completions.get(queue) === b) this.completions.delete(queue);
+          const id = readEnvelope(msg).messageId;
+          if (b.wanted.has(id)) b.seen.add(id);
+          return b.seen.size >= b.wanted.size;
+        },
+      ).finally(() => {
+        if (this.completions.get(queue) === b) this.completions.delete(queue);
+      });
+    }
+    const b = batch;
+    if (!b.wanted.has(messageId)) b.wanted.set(messageId, false);
+    await b.done;
+    return b.wanted.get(messageId) === true;
   }
 
   async retryRunning(workerId: string, messageId: string, options: RetryOptions): Promise<boolean> {
@@ -1170,11 +1219,67 @@ class AmqpConsumer {
   private retryTimer: NodeJS.Timeout | undefined;
   private scanning = false;
   private stopped = false;
+  /** The spec's prefetch until `setPrefetch` moves it (jobs); 0: paused, not consuming. */
+  private prefetch: number;
+  /** Consumer tags on `channel` (empty while paused). */
+  private tags: string[] = [];
+  /** `setPrefetch` calls, one at a time. */
+  private prefetchOps: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly broker: AmqpBroker,
     private readonly spec: ConsumerSpec,
-  ) {}
+  ) {
+    this.prefetch = spec.prefetch;
+  }
+
+  /**
+   * A new prefetch; 0 cancels the consumers (basic.cancel: the channel stays, and with it the
+   * deliveries held), more re-sets the channel's QoS and consumes again if paused.
+   */
+  setPrefetch(prefetch: number): Promise<void> {
+    const op = this.prefetchOps.then(() => this.applyPrefetch(prefetch));
+    this.prefetchOps = op.catch(() => {});
+    return op;
+  }
+
+  private async applyPrefetch(prefetch: number): Promise<void> {
+    if (this.stopped) return;
+    await this.starting?.catch(() => {});
+    this.prefetch = prefetch;
+    this.flushPending();
+    const ch = this.channel;
+    if (ch === undefined) return; // the next subscription uses the new value
+    try {
+      if (prefetch === 0) {
+        const tags = this.tags;
+        this.tags = [];
+        for (const tag of tags) if (this.live(ch)) await ch.cancel(tag);
+        return;
+      }
+      await ch.prefetch(prefetch, true);
+      if (this.tags.length === 0 && this.live(ch)) await this.consumeAll(ch);
+    } catch (err) {
+      // The channel died meanwhile: its replacement subscribes with the current prefetch.
+      this.broker.log.debug({ queues: this.spec.queues, err: errorText(err) }, 'prefetch change interrupted');
+    }
+  }
+
+  private async consumeAll(ch: Channel): Promise<void> {
+    for (const queue of this.spec.queues) {
+      const { consumerTag } = await ch.consume(queue, (msg) => this.onMessage(ch, queue, msg), {
+        noAck: false,
+      });
+      if (this.channel === ch) this.tags.push(consumerTag);
+    }
+  }
+
+  /** Hands parked deliveries to the handler while there is room (all of them when paused). */
+  private flushPending(): void {
+    while (this.pending.length > 0 && (this.prefetch === 0 || this.inflight < this.prefetch)) {
+      this.pending.shift()?.();
+    }
+  }
 
   /** Subscribes on `session`'s connection (no-op when already subscribed there). */
   async start(session: Session, rethrow = false): Promise<void> {
@@ -1211,15 +1316,14 @@ class AmqpConsumer {
       return;
     }
     // Per channel (global): with two queues (pool + waiting) the bound is still `prefetch` in all.
-    await ch.prefetch(this.spec.prefetch, true);
+    await ch.prefetch(Math.max(1, this.prefetch), true);
     // The channel is ours before the first consume: deliveries may arrive before the second one.
     this.channel = ch;
     this.channelGeneration = session.generation;
     this.inflight = 0;
     this.pending.length = 0;
-    for (const queue of this.spec.queues) {
-      await ch.consume(queue, (msg) => this.onMessage(ch, queue, msg), { noAck: false });
-    }
+    this.tags = [];
+    if (this.prefetch > 0) await this.consumeAll(ch);
     if (this.spec.selector !== undefined && this.scanTimer === undefined) {
       this.scanTimer = setInterval(() => void this.scanWaiting(), this.broker.selectorScanMs);
       this.scanTimer.unref();
@@ -1229,6 +1333,7 @@ class AmqpConsumer {
   private channelClosed(ch: Channel, session: Session): void {
     if (this.channel !== ch) return;
     this.channel = undefined;
+    this.tags = [];
     this.inflight = 0;
     this.pending.length = 0;
     // With the connection still up this was a channel-level error (a queue deleted under us, say):
@@ -1239,6 +1344,7 @@ class AmqpConsumer {
   connectionLost(session: Session): void {
     if (this.channelGeneration === session.generation) {
       this.channel = undefined;
+      this.tags = [];
       this.inflight = 0;
       this.pending.length = 0;
     }
@@ -1297,7 +1403,7 @@ class AmqpConsumer {
       const count = env.noticeDeliveries + 1 + (lostBefore ? 1 : 0);
       const notice: Envelope = { ...env, noticeDeliveries: count - 1 };
       const run = () => this.deliver(ch, msg, notice, count, env.noticeDeliveries > 0 || lostBefore);
-      if (this.inflight >= this.spec.prefetch) this.pending.push(run);
+      if (this.prefetch > 0 && this.inflight >= this.prefetch) this.pending.push(run);
       else run();
       return;
     }
@@ -1326,7 +1432,7 @@ class AmqpConsumer {
       }
     }
     const run = () => this.deliver(ch, msg, current, deliveryCount, current.redelivered);
-    if (this.inflight >= this.spec.prefetch) this.pending.push(run);
+    if (this.prefetch > 0 && this.inflight >= this.prefetch) this.pending.push(run);
     else run();
   }
 
@@ -1362,8 +1468,7 @@ class AmqpConsumer {
     let settled = false;
     const finish = () => {
       this.inflight = Math.max(0, this.inflight - 1);
-      const next = this.pending.shift();
-      if (next) next();
+      if (this.prefetch > 0) this.pending.shift()?.();
     };
     /** Marks the delivery settled once; false when it was already settled or is no longer held. */
     const claim = (): boolean => {
@@ -1393,12 +1498,14 @@ class AmqpConsumer {
           return false;
         }
       },
-      requeue: async () => {
+      requeue: async (options?: RequeueOptions) => {
+        const counted = options?.countDelivery !== false;
+        const count = counted ? deliveryCount : deliveryCount - 1;
         if (this.spec.kind === 'notice') {
-          return move(() => broker.sendToNotices({ ...env, noticeDeliveries: deliveryCount }, msg.content));
+          return move(() => broker.sendToNotices({ ...env, noticeDeliveries: count }, msg.content));
         }
-        const back: Envelope = { ...env, deliveries: deliveryCount, redelivered: true };
-        if (env.maxDeliveries !== undefined && deliveryCount >= env.maxDeliveries) {
+        const back: Envelope = { ...env, deliveries: count, redelivered: true };
+        if (counted && env.maxDeliveries !== undefined && deliveryCount >= env.maxDeliveries) {
           return move(() => broker.sendDeadLetter(back, msg.content, 'delivery-limit'));
         }
         return move(() => broker.sendBack(back, msg.content));
@@ -1471,7 +1578,7 @@ class AmqpConsumer {
     const queue = this.spec.waitingQueue;
     const selector = this.spec.selector;
     if (this.scanning || ch === undefined || queue === undefined || selector === undefined) return;
-    let room = this.spec.prefetch - this.inflight - this.pending.length;
+    let room = this.prefetch - this.inflight - this.pending.length;
     if (room <= 0) return;
     this.scanning = true;
     const skipped: GetMessage[] = [];

@@ -98,8 +98,12 @@ export interface Delivery {
   /**
    * Back to its queue for another delivery (`redelivered`, `deliveryCount` + 1); dead-lettered with
    * reason `delivery-limit` instead when it has had `maxDeliveries`. False when no longer held.
+   *
+   * `{ countDelivery: false }`: the consumer did not try it (a worker with no free slot, a pause
+   * racing with the delivery): it goes back with `deliveryCount` as it was before this delivery, so
+   * a job passed over by busy consumers never reaches its delivery limit.
    */
-  requeue(): Promise<boolean>;
+  requeue(options?: RequeueOptions): Promise<boolean>;
   /** To the dead letters with this reason (a job that can never run). False when no longer held. */
   deadLetter(reason: string): Promise<boolean>;
 }
@@ -194,6 +198,11 @@ export interface DeadLetter {
   readonly publishedAt: Date;
 }
 
+export interface RequeueOptions {
+  /** Whether this delivery counts toward `maxDeliveries` (default true). */
+  readonly countDelivery?: boolean;
+}
+
 /** Consumes deliveries; see the settling rule at the top of this file. */
 export type Handler<D> = (delivery: D) => void | Promise<void>;
 
@@ -222,6 +231,19 @@ export interface Subscription {
    * (`redelivered`); settling them later resolves false. Idempotent.
    */
   close(): Promise<void>;
+}
+
+/** A pool consumer, whose prefetch its worker moves with its free slots. */
+export interface JobSubscription extends Subscription {
+  /**
+   * How many deliveries this consumer may hold unsettled from now on; 0 pauses it (the broker sends
+   * nothing more; what it already holds stays held until settled). A worker sets it to its free
+   * slots, so it never receives a job it has no room for and never closes its consumer to say so
+   * (a close hands unsettled deliveries back *counted*, which would push busy pools' jobs toward
+   * their delivery limit). Deliveries already on their way may still arrive after a lower value:
+   * give those back with `requeue({ countDelivery: false })`.
+   */
+  setPrefetch(prefetch: number): Promise<void>;
 }
 
 export interface ReleaseOptions {
@@ -288,7 +310,7 @@ export interface Broker {
     pool: string,
     handler: Handler<JobDelivery>,
     options?: ConsumeJobsOptions,
-  ): Promise<Subscription>;
+  ): Promise<JobSubscription>;
 
   /** The jobs in a worker's running queue, oldest hand-off first. Read-only. */
   listRunning(workerId: string): Promise<RunningJob[]>;

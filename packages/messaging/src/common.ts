@@ -102,6 +102,14 @@ export function checkPositiveInt(what: string, value: unknown, fallback: number)
   return value;
 }
 
+/** A prefetch for `JobSubscription.setPrefetch`: a whole number ≥ 0 (0 pauses). */
+export function checkPrefetch(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new BrokerError('MSG_INVALID', `invalid prefetch ${JSON.stringify(value)}: use a whole number ≥ 0`);
+  }
+  return value;
+}
+
 export function checkDate(what: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
   if (!(value instanceof Date) || Number.isNaN(value.getTime())) {

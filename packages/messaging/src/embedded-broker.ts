@@ -27,6 +27,7 @@ import {
   type Delivery,
   type Handler,
   type JobDelivery,
+  type JobSubscription,
   type JobToPublish,
   type ListOptions,
   type MessageHeaders,
@@ -37,6 +38,7 @@ import {
   type ReleaseOptions,
   type ReleaseResult,
   type RequeueDeadLetterOptions,
+  type RequeueOptions,
   type RetryOptions,
   type RunningJob,
   type Subscription,
@@ -49,6 +51,7 @@ import {
   checkHeaders,
   checkPool,
   checkPositiveInt,
+  checkPrefetch,
   checkPriority,
   checkWorkerId,
   errorText,
@@ -85,6 +88,7 @@ interface SqliteTransaction<F extends (...args: never[]) => unknown> {
 interface SqliteDatabase {
   prepare(sql: string): SqliteStatement;
   exec(sql: string): void;
+  readonly inTransaction: boolean;
   pragma(source: string, options?: { simple?: boolean }): unknown;
   transaction<F extends (...args: never[]) => unknown>(fn: F): SqliteTransaction<F>;
   close(): void;
@@ -164,7 +168,8 @@ type ConsumerKind = 'job' | 'event' | 'control' | 'notice';
 interface Consumer {
   readonly queue: string;
   readonly kind: ConsumerKind;
-  readonly prefetch: number;
+  /** Changed by `JobSubscription.setPrefetch`; 0: paused. */
+  prefetch: number;
   readonly selector: Selector | undefined;
   readonly handler: Handler<never>;
   /** Delivery tags handed to this consumer and not yet settled. */
@@ -198,6 +203,8 @@ export class EmbeddedBroker implements Broker {
   private delayTimer: NodeJS.Timeout | undefined;
   private delayAt = Number.POSITIVE_INFINITY;
   private closed = false;
+  /** The open group-commit transaction (see `tx`). */
+  private batch: { done: Promise<void>; resolve: () => void; reject: (err: Error) => void } | undefined;
 
   private constructor(db: SqliteDatabase, options: EmbeddedBrokerOptions) {
     this.db = db;
@@ -266,6 +273,7 @@ export class EmbeddedBroker implements Broker {
     const broker = new EmbeddedBroker(db, options);
     broker.recover();
     broker.armDelay();
+    broker.commitBatch();
     return broker;
   }
 
@@ -317,6 +325,7 @@ export class EmbeddedBroker implements Broker {
     });
     if (expired) this.logger.info({ messageId, pool }, 'job published after its deadline: dead-lettered');
     this.afterChange(expiresAt);
+    await this.durable();
     return { messageId, deadLettered: expired };
   }
 
@@ -341,6 +350,7 @@ export class EmbeddedBroker implements Broker {
       }),
     );
     this.afterChange();
+    await this.durable();
     return messageId;
   }
 
@@ -370,6 +380,7 @@ export class EmbeddedBroker implements Broker {
       }),
     );
     this.afterChange();
+    await this.durable();
     return true;
   }
 
@@ -380,14 +391,14 @@ export class EmbeddedBroker implements Broker {
     pool: string,
     handler: Handler<JobDelivery>,
     options: ConsumeJobsOptions = {},
-  ): Promise<Subscription> {
+  ): Promise<JobSubscription> {
     this.checkOpen();
     checkPool(pool);
     const selector =
       options.selector === undefined || options.selector.trim() === ''
         ? undefined
         : parseSelector(options.selector);
-    return this.subscribe({
+    return this.subscribeJobs({
       queue: this.names.pool(pool),
       kind: 'job',
       prefetch: checkPositiveInt('prefetch', options.prefetch, 1),
@@ -442,8 +453,23 @@ export class EmbeddedBroker implements Broker {
     });
   }
 
-  private subscribe(spec: Omit<Consumer, 'held'>): Subscription {
+  private subscribeJobs(spec: Omit<Consumer, 'held'>): JobSubscription {
     const consumer: Consumer = { ...spec, held: new Set() };
+    const sub = this.subscribeConsumer(consumer);
+    return {
+      close: sub.close,
+      setPrefetch: async (prefetch: number) => {
+        consumer.prefetch = checkPrefetch(prefetch);
+        this.scheduleDispatch();
+      },
+    };
+  }
+
+  private subscribe(spec: Omit<Consumer, 'held'>): Subscription {
+    return this.subscribeConsumer({ ...spec, held: new Set() });
+  }
+
+  private subscribeConsumer(consumer: Consumer): Subscription {
     const list = this.consumers.get(consumer.queue) ?? [];
     list.push(consumer);
     this.consumers.set(consumer.queue, list);
@@ -454,6 +480,7 @@ export class EmbeddedBroker implements Broker {
         if (!open) return;
         open = false;
         this.unsubscribe(consumer);
+        await this.durable();
       },
     };
   }
@@ -579,9 +606,10 @@ export class EmbeddedBroker implements Broker {
       publishedAt: new Date(row.published_at),
       redelivered: row.redelivered === 1,
       deliveryCount: row.delivery_count,
-      ack: async () => this.settleAck(tag),
-      requeue: async () => this.settleRequeue(tag),
-      deadLetter: async (reason: string) => this.settleDeadLetter(tag, reason),
+      ack: async () => this.durably(this.settleAck(tag)),
+      requeue: async (options?: RequeueOptions) =>
+        this.durably(this.settleRequeue(tag, options?.countDelivery !== false)),
+      deadLetter: async (reason: string) => this.durably(this.settleDeadLetter(tag, reason)),
     };
     let delivery: Delivery | JobDelivery | ControlDelivery | DeadLetterDelivery;
     switch (consumer.kind) {
@@ -593,7 +621,7 @@ export class EmbeddedBroker implements Broker {
           expiresAt: row.expires_at === null ? undefined : new Date(row.expires_at),
           maxDeliveries: row.max_deliveries ?? Number.POSITIVE_INFINITY,
           retries: row.retries,
-          handOff: async (workerId: string) => this.settleHandOff(tag, workerId),
+          handOff: async (workerId: string) => this.durably(this.settleHandOff(tag, workerId)),
         } satisfies JobDelivery;
         break;
       case 'control':
@@ -650,9 +678,11 @@ export class EmbeddedBroker implements Broker {
     });
   }
 
-  private settleRequeue(tag: number): boolean {
+  private settleRequeue(tag: number, count = true): boolean {
     return this.settle(tag, (row, now) => {
-      if (row.max_deliveries !== null && row.delivery_count >= row.max_deliveries) {
+      if (!count) {
+        this.stmt.returnUncounted.run(row.seq);
+      } else if (row.max_deliveries !== null && row.delivery_count >= row.max_deliveries) {
         this.deadLetterSeq(row.seq, 'delivery-limit', now);
         this.logger.info(
           { messageId: row.message_id, deliveries: row.delivery_count },
@@ -699,8 +729,8 @@ export class EmbeddedBroker implements Broker {
   async completeRunning(workerId: string, messageId: string): Promise<boolean> {
     this.checkOpen();
     checkWorkerId(workerId);
-    return this.tx(
-      () => this.stmt.deleteById.run(this.names.running(workerId), 'running', messageId).changes > 0,
+    return this.durably(
+      this.tx(() => this.stmt.deleteById.run(this.names.running(workerId), 'running', messageId).changes > 0),
     );
   }
 
@@ -732,6 +762,7 @@ export class EmbeddedBroker implements Broker {
       this.logger.info({ workerId, released, deadLettered }, 'running jobs released');
     }
     this.afterChange();
+    await this.durable();
     return { released, deadLettered };
   }
 
@@ -753,6 +784,7 @@ export class EmbeddedBroker implements Broker {
     this.armDelay();
     // A deadline that passes while it waits dead-letters it (the expiry sweep sees every ready row).
     this.afterChange(moved.expires_at ?? undefined);
+    await this.durable();
     return true;
   }
 
@@ -838,12 +870,15 @@ export class EmbeddedBroker implements Broker {
     });
     if (done) this.logger.info({ messageId }, 'dead letter requeued');
     this.afterChange(expiresAt);
+    await this.durable();
     return done;
   }
 
   async deleteDeadLetter(messageId: string): Promise<boolean> {
     this.checkOpen();
-    return this.tx(() => this.stmt.deleteById.run(this.names.deadQueue, 'dead', messageId).changes > 0);
+    return this.durably(
+      this.tx(() => this.stmt.deleteById.run(this.names.deadQueue, 'dead', messageId).changes > 0),
+    );
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -871,6 +906,7 @@ export class EmbeddedBroker implements Broker {
     if (this.delayTimer !== undefined) clearTimeout(this.delayTimer);
     this.consumers.clear();
     this.deliveries.clear();
+    this.commitBatch();
     this.db.close();
   }
 
@@ -881,8 +917,60 @@ export class EmbeddedBroker implements Broker {
     if (this.closed) throw new BrokerError('MSG_CLOSED', 'the broker is closed');
   }
 
+  /**
+   * Group commit. Every change runs at once, in its own savepoint, inside the transaction of the
+   * current event-loop turn (`BEGIN IMMEDIATE` at the first change, `COMMIT` — one WAL fsync — at
+   * `setImmediate`), so its result and the broker's in-memory state are as before; what waits is
+   * durability: a public method resolves only after `durable()`, i.e. after the commit that holds
+   * its change. A change that throws rolls back its savepoint alone. With `synchronous = FULL` a
+   * commit costs ~3 ms of blocked main thread on an ext4 VM disk, and a job makes ~25 changes.
+   */
   private tx<T>(fn: () => T): T {
+    this.beginBatch();
     return this.db.transaction(fn).immediate();
+  }
+
+  private beginBatch(): void {
+    if (this.batch !== undefined) return;
+    this.db.exec('BEGIN IMMEDIATE');
+    let settle!: { resolve: () => void; reject: (err: Error) => void };
+    const done = new Promise<void>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    done.catch(() => {}); // only awaiters care; they see the rejection
+    this.batch = { done, ...settle };
+    setImmediate(() => this.commitBatch());
+  }
+
+  /** Commits the open batch, if any; its waiters resolve (or reject, when the commit fails). */
+  private commitBatch(): void {
+    const batch = this.batch;
+    if (batch === undefined) return;
+    this.batch = undefined;
+    try {
+      this.db.exec('COMMIT');
+      batch.resolve();
+    } catch (err) {
+      try {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      } catch {}
+      this.logger.error({ err: errorText(err) }, 'broker commit failed: its changes are lost');
+      batch.reject(
+        new BrokerError('MSG_UNAVAILABLE', `the broker file could not be written: ${errorText(err)}`, {
+          cause: err,
+        }),
+      );
+    }
+  }
+
+  /** Resolves once every change made so far is committed. */
+  private durable(): Promise<void> {
+    return this.batch?.done ?? Promise.resolve();
+  }
+
+  private async durably<T>(value: T): Promise<T> {
+    await this.durable();
+    return value;
   }
 
   private insert(m: {
@@ -984,6 +1072,10 @@ function prepareStatements(db: SqliteDatabase) {
     getHeld: db.prepare(`SELECT * FROM messages WHERE seq = ? AND delivery_tag = ? AND state = 'unacked'`),
     returnHeld: db.prepare(
       `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE delivery_tag = ? AND state = 'unacked'`,
+    ),
+    returnUncounted: db.prepare(
+      `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL,
+       delivery_count = max(0, delivery_count - 1) WHERE seq = ?`,
     ),
     returnSeq: db.prepare(
       `UPDATE messages SET state = 'ready', redelivered = 1, delivery_tag = NULL WHERE seq = ?`,

@@ -281,6 +281,59 @@ export function runBrokerConformance(
       expect((notices[1] as DeadLetterDelivery).letter.deliveryCount).toBe(4);
     });
 
+    test('requeue without counting: a job passed over by busy consumers never reaches its delivery limit', async (open) => {
+      const broker = await open();
+      const counts: number[] = [];
+      const { messageId } = await broker.publishJob({ pool: 'unc', body: text('busy'), maxDeliveries: 2 });
+      await broker.consumeJobs('unc', async (d) => {
+        counts.push(d.deliveryCount);
+        if (counts.length < 6) await d.requeue({ countDelivery: false });
+        else await d.ack();
+      });
+      await until(() => counts.length === 6, 'six deliveries');
+      expect(counts).toEqual([1, 1, 1, 1, 1, 1]);
+      expect(await broker.listDeadLetters()).toEqual([]);
+      // A counted requeue still counts on from there.
+      const again: number[] = [];
+      await broker.publishJob({ pool: 'unc2', body: text('x'), maxDeliveries: 3 });
+      await broker.consumeJobs('unc2', async (d) => {
+        again.push(d.deliveryCount);
+        if (again.length === 1) await d.requeue({ countDelivery: false });
+        else if (again.length === 2) await d.requeue();
+        else await d.ack();
+      });
+      await until(() => again.length === 3, 'three deliveries');
+      expect(again).toEqual([1, 1, 2]);
+      expect(messageId).toBeTruthy();
+    });
+
+    test('setPrefetch: 0 pauses a job consumer (held deliveries stay held), more resumes it', async (open) => {
+      const broker = await open();
+      for (let i = 0; i < 10; i++) await broker.publishJob({ pool: 'spf', body: text(`${i}`) });
+      const held: JobDelivery[] = [];
+      const sub = await broker.consumeJobs('spf', (d) => void held.push(d), { prefetch: 2 });
+      await until(() => held.length === 2, 'two deliveries');
+      await sub.setPrefetch(0);
+      // Settling what it holds makes no room while paused.
+      for (const d of held.splice(0)) expect(await d.handOff('w-spf')).toMatchObject({ workerId: 'w-spf' });
+      await pause(300);
+      expect(held).toHaveLength(0);
+      expect((await broker.stats('spf')).ready).toBe(8);
+      await sub.setPrefetch(3);
+      await until(() => held.length === 3, 'three deliveries after the resume');
+      await pause(200);
+      expect(held).toHaveLength(3); // prefetch 3, none settled
+      await expect(sub.setPrefetch(-1)).rejects.toMatchObject({ code: 'MSG_INVALID' });
+      for (const d of held.splice(0)) await d.ack();
+      await until(() => held.length === 3, 'three more');
+      await sub.setPrefetch(0);
+      for (const d of held.splice(0)) await d.ack();
+      await pause(200);
+      expect(held).toHaveLength(0);
+      expect((await broker.stats('spf')).ready).toBe(2);
+      expect((await broker.listRunning('w-spf')).length).toBe(2);
+    });
+
     test('dead letters: listed oldest first, requeued to their pool, deleted', async (open) => {
       const broker = await open();
       const past = new Date(Date.now() - 1000);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -20,6 +21,50 @@ const freshFile = () => path.join(root, `broker-${++files}`, 'broker.sqlite');
 runBrokerConformance('embedded (SQLite)', () => EmbeddedBroker.open({ path: freshFile() }));
 
 describe('EmbeddedBroker durability', () => {
+  it('group commit: every publish that resolved survives a process that dies at once', async () => {
+    // A child publishes 300 jobs in waves (many per commit) and exits, without closing, the moment
+    // the 150th publish resolves; every one that resolved must be on disk. Runs the built code.
+    const file = freshFile();
+    const dist = new URL('../dist/index.js', import.meta.url).href;
+    const child = `
+      import { writeSync } from 'node:fs';
+      const { EmbeddedBroker } = await import(${JSON.stringify(dist)});
+      const broker = await EmbeddedBroker.open({ path: ${JSON.stringify(file)} });
+      let acked = 0;
+      for (let wave = 0; wave < 30; wave++) {
+        for (let i = 0; i < 10; i++) {
+          broker.publishJob({ pool: 'gc', body: Buffer.from(wave + '-' + i) }).then((r) => {
+            writeSync(1, r.messageId + '\\n');
+            if (++acked === 150) process.exit(0);
+          });
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+      await new Promise(() => {});
+    `;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', child], { encoding: 'utf8' });
+    const acked = out.split('\n').filter(Boolean);
+    expect(acked).toHaveLength(150);
+    const broker = await EmbeddedBroker.open({ path: file });
+    try {
+      const got = new Set<string>();
+      let total = 0;
+      await broker.consumeJobs(
+        'gc',
+        async (d) => {
+          got.add(d.messageId);
+          total++;
+          await d.ack();
+        },
+        { prefetch: 50 },
+      );
+      await until(async () => (await broker.stats('gc')).ready === 0 && total >= 150, 'the survivors');
+      for (const id of acked) expect(got.has(id), id).toBe(true);
+    } finally {
+      await broker.close();
+    }
+  });
+
   it('redelivers what was unsettled when the broker closed (as after a crash), counted', async () => {
     const file = freshFile();
     let broker: Broker = await EmbeddedBroker.open({ path: file });
