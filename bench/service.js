@@ -27,11 +27,22 @@ const AIMS = { p50Ms10: 5, ms10k: 1000, jobsPerSecond: 200 };
 
 // ---- the child processes ---------------------------------------------------------------------
 
+/** DTS_BENCH_LOG=1: the children's warnings and errors on stderr (brokers, workers, recorder). */
+const logger = process.env.DTS_BENCH_LOG
+  ? {
+      debug() {},
+      info() {},
+      warn: (o, m) => process.stderr.write(`[${process.pid}] warn ${m ?? ''} ${JSON.stringify(o)}\n`),
+      error: (o, m) => process.stderr.write(`[${process.pid}] error ${m ?? ''} ${JSON.stringify(o)}\n`),
+    }
+  : undefined;
+const withLogger = logger ? { logger } : {};
+
 async function openBroker(cfg) {
   const { AmqpBroker, EmbeddedBroker } = await import('@dts/messaging');
   return cfg.amqpUrl
-    ? AmqpBroker.connect({ url: cfg.amqpUrl })
-    : EmbeddedBroker.open({ path: path.join(cfg.dir, 'broker.db') });
+    ? AmqpBroker.connect({ url: cfg.amqpUrl, ...withLogger })
+    : EmbeddedBroker.open({ path: path.join(cfg.dir, 'broker.db'), ...withLogger });
 }
 
 async function serve(cfg) {
@@ -44,7 +55,7 @@ async function serve(cfg) {
   const broker = await openBroker(cfg);
   const notifier = new JobNotifier();
   const app = buildApi({ store, broker, keyring, auth: 'none', notifier });
-  const recorder = await startRecorder({ store, broker, notify: notifier });
+  const recorder = await startRecorder({ store, broker, notify: notifier, ...withLogger });
   const workers = [];
   for (let i = 0; i < cfg.workers; i++) {
     workers.push(
@@ -54,6 +65,7 @@ async function serve(cfg) {
         pool: 'e2e',
         workerId: `bench-w${i}`,
         concurrency: cfg.concurrency,
+        ...withLogger,
       }),
     );
   }
@@ -83,6 +95,7 @@ async function worker(cfg) {
     pool: 'e2e',
     workerId: cfg.workerId,
     concurrency: cfg.concurrency,
+    ...withLogger,
   });
   process.on('message', async (m) => {
     if (m === 'stop') {

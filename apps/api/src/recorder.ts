@@ -98,22 +98,26 @@ export async function startRecorder(o: RecorderOptions): Promise<Recorder> {
       return;
     }
     const changed = new Set<string>();
-    for (const [i, v] of valid.entries()) {
-      const r = results[i];
-      if (r?.status === 'invalid') {
-        logger?.warn({ eventId: v.event.id, reason: r.reason }, 'invalid event dropped');
-      }
-      if (v.event.type === 'job.claimed' && r?.status !== 'invalid') {
-        if (!(await answerClaim(v.event))) {
-          await v.delivery.requeue();
-          continue;
+    // The batch's answers and acks go out together (one broker commit or a pipeline of confirms, not
+    // one round trip per event); each claim is still acked only after its answer is confirmed.
+    await Promise.all(
+      valid.map(async (v, i) => {
+        const r = results[i];
+        if (r?.status === 'invalid') {
+          logger?.warn({ eventId: v.event.id, reason: r.reason }, 'invalid event dropped');
         }
-      }
-      await v.delivery.ack();
-      if (r?.status === 'applied' && 'jobId' in v.event && typeof v.event.jobId === 'string') {
-        changed.add(v.event.jobId);
-      }
-    }
+        if (v.event.type === 'job.claimed' && r?.status !== 'invalid') {
+          if (!(await answerClaim(v.event))) {
+            await v.delivery.requeue();
+            return;
+          }
+        }
+        await v.delivery.ack();
+        if (r?.status === 'applied' && 'jobId' in v.event && typeof v.event.jobId === 'string') {
+          changed.add(v.event.jobId);
+        }
+      }),
+    );
     for (const jobId of changed) notify?.jobChanged(jobId);
   };
 

@@ -611,26 +611,30 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       refillAgain = true;
       return refilling;
     }
-    refilling = (async () => {
-      try {
-        do {
-          refillAgain = false;
-          const sub = jobSub;
-          const want = draining || stopped ? 0 : Math.max(0, concurrency - taken());
-          if (sub === undefined || want === prefetchSet) continue;
-          prefetchSet = want;
-          try {
-            await sub.setPrefetch(want);
-          } catch (err) {
-            prefetchSet = -1;
-            logger.warn({ workerId, err: errText(err) }, 'could not change the job prefetch');
-          }
-        } while (refillAgain);
-      } finally {
-        refilling = undefined;
-      }
+    const run = (async () => {
+      do {
+        refillAgain = false;
+        const sub = jobSub;
+        const want = draining || stopped ? 0 : Math.max(0, concurrency - taken());
+        if (sub === undefined || want === prefetchSet) continue;
+        prefetchSet = want;
+        try {
+          await sub.setPrefetch(want);
+        } catch (err) {
+          prefetchSet = -1;
+          logger.warn({ workerId, err: errText(err) }, 'could not change the job prefetch');
+        }
+      } while (refillAgain);
     })();
-    return refilling;
+    // Cleared after the run, also when it ended without awaiting (a `finally` inside it would run
+    // before `refilling` is even set, and leave it set for ever); a call in between runs it again.
+    refilling = run;
+    void run.finally(() => {
+      if (refilling !== run) return;
+      refilling = undefined;
+      if (refillAgain) void refill();
+    });
+    return run;
   };
 
   // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,12 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { BrokerError, type EmbeddedBroker, generateKeyring, type Keyring } from '@dts/messaging';
+import {
+  BrokerError,
+  type EmbeddedBroker,
+  generateKeyring,
+  type JobDelivery,
+  type Keyring,
+} from '@dts/messaging';
 import type { EventMessage } from '@dts/store';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startWorker, type Worker } from '../src/index.js';
@@ -241,6 +247,45 @@ describe('worker', () => {
     }, 15_000);
     expect(maxRunning).toBeLessThanOrEqual(2);
     expect(maxRunning).toBeGreaterThan(0);
+  });
+
+  it('takes as many jobs as it has free slots, and is sent none while full', async () => {
+    // Observes the real broker: every delivery to the worker, and every one it had to give back.
+    let delivered = 0;
+    let givenBack = 0;
+    const watched = new Proxy(broker, {
+      get(target, prop, receiver) {
+        if (prop !== 'consumeJobs') return Reflect.get(target, prop, receiver);
+        return (pool: string, handler: (d: JobDelivery) => Promise<void>, options: object) =>
+          target.consumeJobs(
+            pool,
+            (d) => {
+              delivered++;
+              return handler({
+                ...d,
+                requeue: (o?: { countDelivery?: boolean }) => {
+                  givenBack++;
+                  return d.requeue(o);
+                },
+              });
+            },
+            options,
+          );
+      },
+    });
+    const w = await worker({ broker: watched, concurrency: 4 });
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const src = path.join(dir, `c${i}`);
+      await randomFile(src, 1000);
+      ids.push(await submit(broker, ring, fileJob(src, path.join(dir, 'out', `c${i}`))));
+    }
+    await waitUntil(() => ids.every((id) => log.events.some(isJobState(id, 'Done'))), 20_000);
+    // Before: a refill that ended without awaiting stayed "running" for ever, the prefetch stayed
+    // at 4 and the worker gave back thousands of deliveries while full.
+    expect(givenBack).toBe(0);
+    expect(delivered).toBe(40);
+    await waitUntil(async () => (await broker.listRunning(w.id)).length === 0);
   });
 
   it('drain hands a running job back; another worker resumes it from the partial file', async () => {
