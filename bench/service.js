@@ -419,9 +419,7 @@ export async function service() {
       // The worker's default (2 jobs at once), and 16: small jobs spend most of their time waiting
       // for the broker's confirms, so more of them at once is what raises jobs/s.
       const env = process.env.DTS_BENCH_E2E_CONCURRENCY;
-      // On RabbitMQ 16 at once was no faster than 2 (the claims are serial) and once left jobs
-      // Pending for ever (bench/README.md): DTS_BENCH_E2E_CONCURRENCY=16 runs it on purpose.
-      const defaults = b.name === 'RabbitMQ' ? [2] : [2, 16];
+      const defaults = [2, 16];
       for (const concurrency of env ? [Number(env)] : defaults) {
         const dir = path.join(root, `${b.name}-e2e-${concurrency}`);
         fs.mkdirSync(dir);
