@@ -152,6 +152,12 @@ class CopyRun {
     return this.stop?.signal;
   }
 
+  /**
+   * Cancelled before it started (a suspended job cancelled): the copy is walked only to remove what
+   * an earlier run left (temporary files); no byte moves, no directory is made, the source is kept.
+   */
+  private discarding = false;
+
   private stopReason(): StopReason | undefined {
     if (!this.signal?.aborted) return undefined;
     return this.signal.reason === 'suspend' ? 'suspend' : 'cancel';
@@ -160,7 +166,8 @@ class CopyRun {
   async run(): Promise<CopyResult> {
     const outer = this.options.signal;
     const forward = () => this.stop?.abort(outer?.reason);
-    if (outer?.aborted) forward();
+    if (outer?.aborted && outer.reason !== 'suspend') this.discarding = true;
+    else if (outer?.aborted) forward();
     else outer?.addEventListener('abort', forward, { once: true });
     try {
       return await this.runCopy();
@@ -174,7 +181,7 @@ class CopyRun {
     this.emit({ type: 'copy.state', copyId: id, state: 'Transferring' });
     let error: TransferError | undefined;
     try {
-      // A job stopped before it started (a suspended job cancelled, say) touches nothing.
+      // A job suspended before it started touches nothing.
       this.signal?.throwIfAborted();
       const source = await this.chooseSource();
       const isDir = source.entry.type === 'directory';
@@ -183,7 +190,7 @@ class CopyRun {
       else await this.copyOne(source, sinks, source.entry.name, source.entry, source.loc.path);
     } catch (err) {
       // Stopping on request makes every operation fail; that is not the copy's error.
-      if (!this.stopReason()) error = classifySystemError(err);
+      if (!this.stopReason() && !this.discarding) error = classifySystemError(err);
     }
     const state = this.finalState(error);
     const result: CopyResult = {
@@ -208,7 +215,7 @@ class CopyRun {
   }
 
   private finalState(error: TransferError | undefined): CopyState {
-    const stop = this.stopReason();
+    const stop = this.discarding ? 'cancel' : this.stopReason();
     if (stop === 'suspend') return 'Suspended';
     if (stop === 'cancel') return 'Cancelled';
     if (!error && this.counts.failed === 0) return 'Done';
@@ -359,7 +366,12 @@ class CopyRun {
       await Promise.all(inFlight);
     }
     if (!this.stopReason()) plan(true);
-    if (this.copy.requirements.deleteSource && !this.stopReason() && this.counts.failed === 0) {
+    if (
+      this.copy.requirements.deleteSource &&
+      !this.stopReason() &&
+      !this.discarding &&
+      this.counts.failed === 0
+    ) {
       // Deepest first; a directory still holding unselected files stays (removeDir refuses a non-empty one).
       for (const rel of visitedDirs.sort((a, b) => b.length - a.length)) {
         await source.loc.adapter.removeDir(joinPath(source.loc.path, rel)).catch(() => undefined);
@@ -429,6 +441,10 @@ class CopyRun {
     const pending: PendingSink[] = [];
     let attempt = 0;
     try {
+      if (this.discarding) {
+        for (const t of targets) pending.push({ ...t, appendAt: undefined, temp: tempPath(t.target) });
+        throw new TransferError('XFR_CANCELLED', 'cancelled before it started');
+      }
       this.signal?.throwIfAborted();
       await Promise.all(targets.map((t) => this.ensureDir(t.sink, parentOf(t.target))));
       // CreationFlag dontOverwrite: sinks that already hold the file are left alone.
@@ -482,7 +498,7 @@ class CopyRun {
       }
     } catch (err) {
       const e = classifySystemError(err);
-      const stop = this.stopReason();
+      const stop = this.discarding ? 'cancel' : this.stopReason();
       // Only a stop that was asked for makes a file Cancelled or Suspended; an adapter reporting
       // "cancelled" on its own is a failure like any other, never a silent success of the copy.
       if (stop) {

@@ -533,9 +533,12 @@ describe('resume, retries and stopping', () => {
     expect(await exists(path.join(dst, 'f.bin'))).toBe(false);
   });
 
-  it('a job whose signal is already stopped copies nothing: no final file, no temporary file', async () => {
+  it('a job stopped before it starts copies nothing; cancelled, it removes the partials an earlier run left', async () => {
     await makeTree(src, { 'one.txt': 'small', 'tree/a.bin': 1000, 'tree/b/c.bin': 2000 });
-    for (const reason of [undefined, 'suspend']) {
+    const partials = [tempPath(path.join(dst, 'one.txt')), tempPath(path.join(dst, 'b', 'c.bin'))];
+    for (const reason of ['suspend', undefined]) {
+      await fs.mkdir(path.join(dst, 'b'), { recursive: true });
+      for (const p of partials) await fs.writeFile(p, 'partial bytes of an earlier run');
       const ac = new AbortController();
       ac.abort(reason);
       const { events, onEvent } = collect();
@@ -548,7 +551,12 @@ describe('resume, retries and stopping', () => {
       );
       expect(result.state).toBe(reason === 'suspend' ? 'Suspended' : 'Cancelled');
       expect(fileEvents(events, 'Done')).toEqual([]);
-      expect(await exists(dst)).toBe(false);
+      // Suspended: the partials stay for a resume. Cancelled: they are gone, and nothing else is made.
+      const left = (await fs.readdir(dst, { recursive: true })).sort();
+      expect(left).toEqual(
+        reason === 'suspend' ? ['.one.txt.dtspart', 'b', 'b/.c.bin.dtspart'].sort() : ['b'],
+      );
+      await fs.rm(dst, { recursive: true, force: true });
     }
   });
 
