@@ -306,14 +306,18 @@ export function buildApi(o: ApiOptions): FastifyInstance {
           summary: 'Submit a job document',
           description:
             'Body: a <BulkDataCopy> document (application/xml or text/xml) or its JSON form (application/json). ' +
-            'An Idempotency-Key header makes a retry return the same job (200) instead of a new one.',
+            'An Idempotency-Key header makes a retry return the same job (200) instead of a new one. ' +
+            'The answer is the job summary (state, counts, copyCount, links), not its copies: GET links.self ' +
+            'for the copies and the redacted document, links.files for the files.',
           headers: {
             type: 'object',
             properties: { 'idempotency-key': { type: 'string', maxLength: 200 } },
           },
           response: {
-            201: anyObject('Created'),
-            200: anyObject('The job an earlier request with the same Idempotency-Key created'),
+            201: anyObject('Created: the job summary with copyCount and links'),
+            200: anyObject(
+              'The job an earlier request with the same Idempotency-Key created (summary with copyCount and links)',
+            ),
             400: errorSchema,
             401: errorSchema,
             409: errorSchema,

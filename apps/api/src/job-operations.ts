@@ -14,6 +14,7 @@ import {
   sealJson,
 } from '@dts/messaging';
 import {
+  type CreatedJob,
   JOB_TRANSITIONS,
   type JobDetail,
   type JobStore,
@@ -92,7 +93,7 @@ export async function submitJob(
   principal: Principal,
   spec: JobSpec,
   opts: { readonly idempotencyKey?: string | undefined; readonly log: OperationLog },
-): Promise<{ job: JobSummary; created: boolean }> {
+): Promise<{ job: CreatedJob; created: boolean }> {
   const { store, broker, keyring } = ctx;
   const pool = spec.properties.pool ?? 'default';
   if (!POOL_RE.test(pool)) {

@@ -31,6 +31,13 @@ describe('POST /v1/jobs', () => {
     expect(res.headers.location).toBe(`/v1/jobs/${job.id}`);
     expect(job).toMatchObject({ owner: 'alice', state: 'Pending', pool: 'i04', name: 'run42' });
     expect(job.links.self).toBe(`/v1/jobs/${job.id}`);
+    // The summary: the copies (and the document) are GET links.self's.
+    expect(job.copyCount).toBe(1);
+    expect(job).not.toHaveProperty('copies');
+    expect(job).not.toHaveProperty('spec');
+    const detail = (await h.app.inject({ url: job.links.self, headers: ALICE })).json();
+    expect(detail.copies).toHaveLength(1);
+    expect(detail).toMatchObject({ id: job.id, state: 'Pending' });
 
     const d = await h.takeJob('i04');
     expect(d).toBeDefined();

@@ -452,11 +452,14 @@ export class SqliteJobStore implements JobStore {
     // Redact first: nothing below this line sees a secret.
     const redacted = redactJobSpec(spec);
     const pool = options.pool ?? redacted.properties.pool ?? null;
+    // Hashed only for a key: a 10,000-copy spec costs milliseconds to canonicalise.
     const requestHash =
-      options.requestHash ??
-      createHash('sha256')
-        .update(canonicalJson({ spec: redacted, pool }))
-        .digest('hex');
+      key === undefined
+        ? undefined
+        : (options.requestHash ??
+          createHash('sha256')
+            .update(canonicalJson({ spec: redacted, pool }))
+            .digest('hex'));
     const startNotBefore = this.instant(redacted.bulk.startNotBefore, 'StartNotBefore');
     const endNoLaterThan = this.instant(redacted.bulk.endNoLaterThan, 'EndNoLaterThan');
     return this.write(() => {
@@ -471,7 +474,13 @@ export class SqliteJobStore implements JobStore {
         ).get(owner, key);
         if (existing) {
           if (existing.request_hash !== requestHash) throw new IdempotencyConflictError(key, existing.job_id);
-          return { job: this.detail(this.jobRow(existing.job_id) as JobRow), created: false };
+          const copyCount =
+            this.sql<{ n: number }>('SELECT count(*) AS n FROM copies WHERE job_id = ?').get(existing.job_id)
+              ?.n ?? 0;
+          return {
+            job: { ...this.summary(this.jobRow(existing.job_id) as JobRow), copyCount },
+            created: false,
+          };
         }
       }
       const id = uuidv7(now);
@@ -517,7 +526,10 @@ export class SqliteJobStore implements JobStore {
         );
       }
       this.recordServiceEvent(id, 0, { type: 'job.state', at: iso(now), state, detail: 'submitted' }, now);
-      return { job: this.detail(this.jobRow(id) as JobRow), created: true };
+      return {
+        job: { ...this.summary(this.jobRow(id) as JobRow), copyCount: redacted.copies.length },
+        created: true,
+      };
     });
   }
 

@@ -73,8 +73,18 @@ export interface JobCount {
   readonly count: number;
 }
 
+/** What `createJob` returns: the job's summary and how many copies it has (not the copies themselves). */
+export interface CreatedJob extends JobSummary {
+  /** Copies in the document; `getJob` returns them with their states. */
+  readonly copyCount: number;
+}
+
 export interface CreateJobResult {
-  readonly job: JobDetail;
+  /**
+   * The summary, not the detail: reading a 10,000-copy job back (its copy rows and its spec parsed
+   * again) cost more than storing it. `getJob` has the copies and the redacted spec.
+   */
+  readonly job: CreatedJob;
   /** False when an idempotency key named an existing job, which is returned instead. */
   readonly created: boolean;
 }
@@ -245,7 +255,8 @@ export interface JobStore {
    * Stores a new job (state `Scheduled` if StartNotBefore is in the future, else `Pending`) with its
    * copies, the redacted spec and, given a key, the idempotency record: all in one transaction.
    * The same key and request from the same owner return the existing job (`created: false`); the
-   * same key with a different request throws `IdempotencyConflictError`. Secrets never reach the
+   * same key with a different request throws `IdempotencyConflictError` (the request is hashed only
+   * when there is a key). Returns the job's summary with its copy count. Secrets never reach the
    * database. Throws `StoreError` `STORE_BAD_INPUT` for an empty owner or an over-long key.
    */
   createJob(owner: string, spec: JobSpec, options?: CreateJobOptions): Promise<CreateJobResult>;

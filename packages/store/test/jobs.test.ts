@@ -51,15 +51,21 @@ describe('createJob and getJob', () => {
       bytes: { total: 0, done: 0 },
     });
     expect(job.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    expect(job.copies.map((c) => [c.id, c.state])).toEqual([
+    // createJob answers with the summary and a copy count; the copies and the spec come from getJob.
+    expect(job.copyCount).toBe(2);
+    expect(job).not.toHaveProperty('copies');
+    expect(job).not.toHaveProperty('spec');
+    const stored = await store.getJob(job.id, alice);
+    expect(stored?.copies.map((c) => [c.id, c.state])).toEqual([
       ['raw', 'Created'],
       ['processed', 'Created'],
     ]);
-    expect(job.spec.credentials).toEqual({
+    expect(stored?.spec.credentials).toEqual({
       bl: { kind: 'usernamePassword', username: 'u', password: '***' },
       repo: { kind: 'bearer', token: '***' },
     });
-    expect(await store.getJob(job.id, alice)).toEqual(job);
+    const { spec: _spec, copies: _copies, ...summary } = stored as NonNullable<typeof stored>;
+    expect({ ...summary, copyCount: 2 }).toEqual(job);
   });
 
   it('holds a job with a future StartNotBefore as Scheduled, and lists it when due', async () => {
@@ -185,6 +191,8 @@ describe('idempotency', () => {
     const again = await store.createJob('alice', spec(), { idempotencyKey: 'k1' });
     expect(again.created).toBe(false);
     expect(again.job.id).toBe(first.job.id);
+    expect(again.job.copyCount).toBe(first.job.copyCount);
+    expect(again.job.copyCount).toBeGreaterThan(0);
     expect((await store.listJobs({ viewer: alice })).items).toHaveLength(1);
   });
 
