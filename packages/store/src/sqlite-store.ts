@@ -320,6 +320,13 @@ export class SqliteJobStore implements JobStore {
   private readonly now: () => number;
   private readonly logger: StoreLogger | undefined;
   private closed = false;
+  /** Writes waiting for the next group commit (`grouped`). */
+  private group: { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  private groupCommits = 0;
+  /** Group commits so far (for tests and benches: how many writes shared a transaction). */
+  get groupCommitCount(): number {
+    return this.groupCommits;
+  }
   private readonly statements = new Map<string, Statement>();
 
   /**
@@ -431,6 +438,55 @@ export class SqliteJobStore implements JobStore {
   }
 
   /**
+   * Runs `fn` in the next group commit: the `createJob` and `applyEvents` calls of one event-loop turn
+   * share one write transaction (one fsync, which is most of what a small commit costs), each in its
+   * own savepoint, so one that throws rolls back alone and only its caller sees the error. Callers
+   * resolve after the COMMIT; if the COMMIT fails they all reject and nothing of the group is kept.
+   * The write lock is held only while the group runs (synchronously), never across a turn.
+   */
+  private grouped<T>(fn: () => T): Promise<T> {
+    this.assertOpen();
+    return new Promise<T>((resolve, reject) => {
+      this.group.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (this.group.length === 1) setImmediate(() => this.commitGroup());
+    });
+  }
+
+  private commitGroup(): void {
+    const group = this.group;
+    this.group = [];
+    if (group.length === 0) return;
+    if (this.closed) {
+      for (const w of group) w.reject(new StoreError('STORE_CLOSED', 'the job store is closed'));
+      return;
+    }
+    const outcomes: { ok: boolean; value: unknown }[] = [];
+    try {
+      this.db
+        .transaction(() => {
+          for (const w of group) {
+            try {
+              // A transaction inside a transaction is a SAVEPOINT in better-sqlite3.
+              outcomes.push({ ok: true, value: this.db.transaction(w.fn)() });
+            } catch (err) {
+              outcomes.push({ ok: false, value: err });
+            }
+          }
+        })
+        .immediate();
+    } catch (err) {
+      for (const w of group) w.reject(err);
+      return;
+    }
+    this.groupCommits++;
+    for (const [i, w] of group.entries()) {
+      const o = outcomes[i] as { ok: boolean; value: unknown };
+      if (o.ok) w.resolve(o.value);
+      else w.reject(o.value);
+    }
+  }
+
+  /**
    * Runs `fn` in a read transaction, so that its several SELECTs (a job, then its copies) see one
    * snapshot even while another process commits.
    */
@@ -462,7 +518,7 @@ export class SqliteJobStore implements JobStore {
             .digest('hex'));
     const startNotBefore = this.instant(redacted.bulk.startNotBefore, 'StartNotBefore');
     const endNoLaterThan = this.instant(redacted.bulk.endNoLaterThan, 'EndNoLaterThan');
-    return this.write(() => {
+    return this.grouped(() => {
       const now = this.now();
       this.sql('INSERT INTO owners (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING').run(
         owner,
@@ -875,7 +931,7 @@ export class SqliteJobStore implements JobStore {
 
   async applyEvents(events: readonly EventMessage[]): Promise<ApplyResult[]> {
     if (events.length === 0) return [];
-    return this.write(() => {
+    return this.grouped(() => {
       const batch: Batch = {
         now: this.now(),
         deltas: new Map(),
@@ -1303,6 +1359,8 @@ export class SqliteJobStore implements JobStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Writes already accepted are committed, not dropped.
+    this.commitGroup();
     this.closed = true;
     this.statements.clear();
     // Lets SQLite refresh the statistics its query planner uses, cheaply, as its docs advise at close.
