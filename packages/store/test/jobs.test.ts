@@ -68,6 +68,15 @@ describe('createJob and getJob', () => {
     expect({ ...summary, copyCount: 2 }).toEqual(job);
   });
 
+  it('stores every copy of a large document, in document order', async () => {
+    const ids = Array.from({ length: 250 }, (_, i) => `c${(i * 7919) % 250}`);
+    const { job } = await store.createJob('alice', spec({ copies: ids.map((id) => copy(id)) }));
+    expect(job.copyCount).toBe(250);
+    const stored = await store.getJob(job.id, alice);
+    expect(stored?.copies.map((c) => c.id)).toEqual(ids);
+    expect(stored?.copies.every((c) => c.state === 'Created')).toBe(true);
+  });
+
   it('holds a job with a future StartNotBefore as Scheduled, and lists it when due', async () => {
     const { job } = await store.createJob(
       'alice',
