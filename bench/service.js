@@ -72,7 +72,14 @@ async function serve(cfg) {
   await app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = app.server.address();
   process.on('message', async (m) => {
-    if (m === 'cpu') process.send({ cpu: process.cpuUsage(), rss: process.memoryUsage().rss });
+    if (m === 'cpu') {
+      process.send({
+        cpu: process.cpuUsage(),
+        rss: process.memoryUsage().rss,
+        // The job store's group commits (createJob and applyEvents), where the build has them.
+        commits: store.groupCommitCount ?? null,
+      });
+    }
     if (m === 'stop') {
       for (const w of workers) await w.stop();
       await app.close();
@@ -294,6 +301,7 @@ async function endToEnd(brokerName, cfg, root, rows) {
       for (let i = 0; i < 2; i++) workers.push(child('worker', { ...cfg, workerId: `bench-w${i}` }));
       await Promise.all(workers.map((w) => w.ready));
     }
+    const before = await ask(server.p, 'cpu');
     const t0 = performance.now();
     let next = 0;
     await Promise.all(
@@ -329,6 +337,9 @@ async function endToEnd(brokerName, cfg, root, rows) {
       await new Promise((r) => setTimeout(r, 20));
     }
     const wall = (performance.now() - t0) / 1000;
+    const after = await ask(server.p, 'cpu');
+    const apiCpuMs =
+      (after.cpu.user + after.cpu.system - before.cpu.user - before.cpu.system) / 1000 / jobs;
     const done = JSON.parse((await request(port, 'GET', '/v1/jobs?state=Done&limit=1000')).body).items.length;
     const copied = fs.existsSync(dst) ? fs.readdirSync(dst).filter((f) => f.endsWith('.bin')).length : 0;
     if (done !== Math.min(jobs, 1000) || copied !== jobs) {
@@ -342,6 +353,9 @@ async function endToEnd(brokerName, cfg, root, rows) {
       'all submitted s': submitted.toFixed(2),
       'all Done s': wall.toFixed(2),
       'jobs/s': (jobs / wall).toFixed(0),
+      'API CPU ms per job': apiCpuMs.toFixed(2),
+      'store commits per job':
+        after.commits === null ? '—' : ((after.commits - before.commits) / jobs).toFixed(2),
     });
   } finally {
     for (const w of workers) await stop(w.p);
