@@ -338,8 +338,7 @@ async function endToEnd(brokerName, cfg, root, rows) {
     }
     const wall = (performance.now() - t0) / 1000;
     const after = await ask(server.p, 'cpu');
-    const apiCpuMs =
-      (after.cpu.user + after.cpu.system - before.cpu.user - before.cpu.system) / 1000 / jobs;
+    const apiCpuMs = (after.cpu.user + after.cpu.system - before.cpu.user - before.cpu.system) / 1000 / jobs;
     const done = JSON.parse((await request(port, 'GET', '/v1/jobs?state=Done&limit=1000')).body).items.length;
     const copied = fs.existsSync(dst) ? fs.readdirSync(dst).filter((f) => f.endsWith('.bin')).length : 0;
     if (done !== Math.min(jobs, 1000) || copied !== jobs) {
