@@ -87,7 +87,7 @@ export function startReaper(o: ReaperOptions): Reaper {
     detail: string,
     only: (job: { state: string; workerId: string | null }) => boolean,
   ): Promise<void> => {
-    const job = await store.getJob(jobId, SYSTEM);
+    const job = await store.getJobSummary(jobId, SYSTEM);
     if (!job || isTerminalJobState(job.state) || !only(job)) return;
     try {
       await store.setJobState(jobId, to, { detail });

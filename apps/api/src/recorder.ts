@@ -124,7 +124,7 @@ export async function startRecorder(o: RecorderOptions): Promise<Recorder> {
   /** Tells the claiming worker whether to run the job. False when the answer could not be sent. */
   const answerClaim = async (e: Extract<EventMessage, { type: 'job.claimed' }>): Promise<boolean> => {
     try {
-      const job = await store.getJob(e.jobId, SYSTEM);
+      const job = await store.getJobSummary(e.jobId, SYSTEM);
       const type: ControlMessage['type'] = !job
         ? 'drop'
         : job.state === 'Cancelled'

@@ -328,11 +328,15 @@ export async function soapRoutes(app: FastifyInstance, o: SoapOptions): Promise<
       }
       if (!jobId) throw new EnvelopeError(`${op} needs a <dts:jobId>; give the id submitJob returned`);
       if (op === 'getJobStatus' || op === 'getJobDetails') {
+        if (op === 'getJobStatus') {
+          // The summary: a status needs no copies (a 10,000-copy job's detail reads 10,000 rows).
+          const job = await o.store.getJobSummary(jobId, principal);
+          if (!job) throw notFound(jobId);
+          return sendOk(reply, version, 'getJobStatusResponse', statusView(job));
+        }
         const job = await o.store.getJob(jobId, principal);
         if (!job) throw notFound(jobId);
-        return op === 'getJobStatus'
-          ? sendOk(reply, version, 'getJobStatusResponse', statusView(job))
-          : sendOk(reply, version, 'getJobDetailsResponse', detailsView(job));
+        return sendOk(reply, version, 'getJobDetailsResponse', detailsView(job));
       }
       const r = await controlJob(o, principal, jobId, CONTROLS[op] as UserControl);
       return sendOk(reply, version, `${op}Response`, {

@@ -622,6 +622,12 @@ export class SqliteJobStore implements JobStore {
     });
   }
 
+  async getJobSummary(id: string, viewer: Principal): Promise<JobSummary | null> {
+    this.assertOpen();
+    const row = this.visibleJob(id, viewer);
+    return row ? this.summary(row) : null;
+  }
+
   async listJobs(options: ListJobsOptions): Promise<Page<JobSummary>> {
     return this.read(() => {
       const limit = clampLimit(options.limit, DEFAULT_PAGE, MAX_PAGE);

@@ -265,6 +265,12 @@ export interface JobStore {
   getJob(id: string, viewer: Principal): Promise<JobDetail | null>;
 
   /**
+   * The job without its copies and spec (one row; `getJob` of a 10,000-copy job reads 10,000 rows and
+   * parses the spec), or null as for `getJob`. For callers that need its state.
+   */
+  getJobSummary(id: string, viewer: Principal): Promise<JobSummary | null>;
+
+  /**
    * Jobs newest first, keyset-paged. A non-admin viewer sees only its own jobs whatever `owner` says.
    * Throws `STORE_BAD_CURSOR` for a cursor this store did not make.
    */

@@ -68,6 +68,17 @@ describe('createJob and getJob', () => {
     expect({ ...summary, copyCount: 2 }).toEqual(job);
   });
 
+  it('getJobSummary: the job without copies or spec, for its owner and admins only', async () => {
+    const { job } = await store.createJob('alice', spec({ copies: [copy('a'), copy('b')] }));
+    const summary = await store.getJobSummary(job.id, alice);
+    const { copyCount: _n, ...expected } = job;
+    expect(summary).toEqual(expected);
+    expect(summary).not.toHaveProperty('copies');
+    expect(await store.getJobSummary(job.id, { id: 'bob' })).toBeNull();
+    expect((await store.getJobSummary(job.id, { id: 'root', admin: true }))?.id).toBe(job.id);
+    expect(await store.getJobSummary('no-such-job', alice)).toBeNull();
+  });
+
   it('stores every copy of a large document, in document order', async () => {
     const ids = Array.from({ length: 250 }, (_, i) => `c${(i * 7919) % 250}`);
     const { job } = await store.createJob('alice', spec({ copies: ids.map((id) => copy(id)) }));
