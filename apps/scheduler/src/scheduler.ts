@@ -28,6 +28,8 @@ import {
 } from '@dts/messaging';
 import type { HeldJob, JobStore } from '@dts/store';
 
+/** How long a stopped or gone worker stays in `dts workers` after its last heartbeat. */
+const WORKER_RETENTION_MS = 24 * 3600 * 1000;
 export interface SchedulerOptions {
   readonly store: JobStore;
   readonly broker: Broker;
@@ -129,6 +131,10 @@ export async function startScheduler(o: SchedulerOptions): Promise<Scheduler> {
       }
       if (purged > 0)
         logger.info({ schedulerId: id, purged }, 'finished jobs past their StayAliveTime purged');
+      // Workers that ended (stopped, or gone per the reaper) are listed for a day, then forgotten.
+      const forgotten = await store.purgeWorkers(new Date(now() - WORKER_RETENTION_MS));
+      if (forgotten > 0)
+        logger.info({ schedulerId: id, forgotten }, 'workers ended over a day ago forgotten');
     }
     return published;
   };

@@ -108,6 +108,31 @@ describe('the scheduler', () => {
     expect((await store.getJob(keep.job.id, SYSTEM))?.state).toBe('Cancelled');
   });
 
+  it('forgets workers that ended over a day ago, never a live one', async () => {
+    const at = new Date();
+    for (const [id, state] of [
+      ['w-gone', 'idle'],
+      ['w-stopped', 'stopped'],
+      ['w-live', 'busy'],
+    ] as const)
+      await store.heartbeat({ id, host: 'h', pool: 'p', state, at });
+    expect(await store.markWorkerGone('w-gone', at.toISOString())).toBe(true);
+    const run = async (aheadMs: number) => {
+      const s = await startScheduler({
+        store,
+        broker,
+        pollMs: 1_000_000,
+        retentionEveryMs: 1,
+        now: () => Date.now() + aheadMs,
+      });
+      await s.tick();
+      await s.stop();
+      return (await store.listWorkers()).map((w) => w.id).sort();
+    };
+    expect(await run(3_600_000)).toEqual(['w-gone', 'w-live', 'w-stopped']); // an hour on: kept
+    expect(await run(2 * 86_400_000)).toEqual(['w-live']); // two days on: the ended ones are gone
+  });
+
   it('publishes a held job already past its EndNoLaterThan straight to the dead letters: Expired', async () => {
     const job = await held(100, { endNoLaterThan: new Date(Date.now() + 150).toISOString() });
     const recorder = await startDeadLetterRecorder({ store, broker });

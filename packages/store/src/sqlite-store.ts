@@ -1381,6 +1381,16 @@ export class SqliteJobStore implements JobStore {
     );
   }
 
+  async purgeWorkers(before: Date): Promise<number> {
+    const at = before.getTime();
+    if (Number.isNaN(at)) throw new StoreError('STORE_BAD_INPUT', 'purgeWorkers needs a valid date');
+    return this.write(
+      () =>
+        this.sql(`DELETE FROM workers WHERE state IN ('gone', 'stopped') AND last_heartbeat < ?`).run(at)
+          .changes,
+    );
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     // Writes already accepted are committed, not dropped.

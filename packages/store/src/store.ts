@@ -310,6 +310,13 @@ export interface JobStore {
    */
   markWorkerGone(id: string, lastHeartbeat: string): Promise<boolean>;
 
+  /**
+   * Forgets workers that ended (`gone` or `stopped`) and were last heard from before `before`, so
+   * `dts workers` does not list every worker that ever ran. A live worker is never removed (a
+   * stopped worker that comes back simply reappears with its next heartbeat). Returns how many.
+   */
+  purgeWorkers(before: Date): Promise<number>;
+
   /** Scheduled jobs whose StartNotBefore has come, earliest first (for the scheduler). */
   listDueJobs(now: Date, limit?: number): Promise<JobSummary[]>;
 
