@@ -33,6 +33,9 @@ interface ReadRequest {
   error: unknown;
 }
 
+/** Bytes asked for by the READ past the size known at open (the one that usually finds EOF). */
+const EOF_PROBE_BYTES = 4096;
+
 /**
  * A file's bytes from `start`, read with up to `requests` READs in flight. `sizeHint` (the size when
  * opened) sizes the requests so that none asks past the end; one READ at the end confirms EOF (a file
@@ -40,9 +43,6 @@ interface ReadRequest {
  * are completed by asking again for the rest. `onClose` runs once, after the stream ends or is
  * destroyed (it closes the handle and releases the session).
  */
-/** Bytes asked for by the READ past the size known at open (the one that usually finds EOF). */
-const EOF_PROBE_BYTES = 4096;
-
 export class SftpReadStream extends Readable {
   private readonly queue: ReadRequest[] = [];
   private next: number;
