@@ -30,11 +30,30 @@ export interface Entry {
   /** Last path segment. */
   readonly name: string;
   readonly type: EntryType;
-  /** Bytes; 0 for directories. */
+  /** Bytes; 0 for directories, and 0 for a file whose size is not known yet (`sizeUnknown`). */
   readonly size: number;
+  /**
+   * Set on a file a listing named without telling its size (an HTTP index page lists names only, and
+   * a HEAD per file to learn it costs a round trip each): `size` is 0 then, and the size is learnt by
+   * reading the file (`ReadOptions.onOpen`), or by its bytes when the read does not tell it either.
+   * `stat` never sets it: it always tells the size.
+   */
+  readonly sizeUnknown?: true;
   readonly mtime?: Date;
   /** An opaque version tag (HTTP ETag, or mtime+size) to detect a file changed under a resume. */
   readonly version?: string;
+}
+
+/** What a read learnt about its file when it opened it (`ReadOptions.onOpen`). */
+export interface ReadInfo {
+  /**
+   * The whole file's size in bytes, not only the part from `offset` (HTTP: the total of the
+   * Content-Range, or the Content-Length of a whole-file answer), when the server told it.
+   */
+  readonly size?: number;
+  /** The file's version tag, as `Entry.version` would give it (HTTP: its ETag), when the server told it. */
+  readonly version?: string;
+  readonly mtime?: Date;
 }
 
 export interface ReadOptions {
@@ -45,9 +64,16 @@ export interface ReadOptions {
    * The file's size as the caller just learnt it (a listing or a stat), when it knows it: an adapter
    * may then skip its own look at the file before reading (a round trip over sftp, a thread-pool
    * hop locally). Only a hint: the stream still ends where the file does, and a caller passes it only
-   * for what it knows to be a file.
+   * for what it knows to be a file. Not passed for an entry with `sizeUnknown`.
    */
   readonly size?: number;
+  /**
+   * Called at most once, before `openRead` resolves, with what opening the file told about it: its
+   * whole size and version. Adapters whose open learns this report it (http, https); the others may
+   * never call it, so a caller that needs the size of a `sizeUnknown` entry counts the bytes it reads
+   * when no report came.
+   */
+  readonly onOpen?: (info: ReadInfo) => void;
 }
 
 export interface WriteOptions {

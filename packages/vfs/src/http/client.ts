@@ -14,7 +14,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { Readable } from 'node:stream';
 import type { Credential } from '@dts/document';
-import type { Endpoint, Entry } from '../adapter.js';
+import type { Endpoint, Entry, ReadInfo } from '../adapter.js';
 import { classifySystemError, isTransferError, maskUrl, TransferError } from '../errors.js';
 
 /** Options common to the http and webdav adapters (their factories' `options` describe them). */
@@ -1061,7 +1061,9 @@ export class VersionMemory {
 /**
  * GET a file from an offset, shared by the http and webdav adapters: `Range: bytes=N-`, a 200 to a
  * Range (the server ignored it) skips N bytes, a changed ETag against the remembered version is
- * `XFR_INTEGRITY`, a redirect to the path plus `/` is `XFR_IS_A_DIRECTORY`.
+ * `XFR_INTEGRITY`, a redirect to the path plus `/` is `XFR_IS_A_DIRECTORY`. `onOpen`, when given, hears
+ * the whole file's size (the Content-Range total, or a 200's Content-Length) and version before this
+ * resolves (`ReadOptions.onOpen`).
  */
 export async function getFile(
   client: HttpClient,
@@ -1070,6 +1072,7 @@ export async function getFile(
   offset: number,
   signal: AbortSignal | undefined,
   ownConnection = false,
+  onOpen?: (info: ReadInfo) => void,
 ): Promise<Readable> {
   const url = client.displayUrl(path);
   if (!Number.isSafeInteger(offset) || offset < 0) {
@@ -1102,7 +1105,10 @@ export async function getFile(
       head.discard();
       if (head.status >= 200 && head.status < 300) total = Number(head.headers['content-length']);
     }
-    if (total === offset) return Readable.from([]);
+    if (total === offset) {
+      onOpen?.(readInfo(total, now));
+      return Readable.from([]);
+    }
     throw new TransferError(
       'XFR_INTEGRITY',
       `${url} holds ${Number.isFinite(total) ? total : 'fewer'} bytes, fewer than the offset ${offset} to read from; the copy restarts from 0`,
@@ -1121,7 +1127,8 @@ export async function getFile(
   }
   versions.remember(path, now);
   if (res.status === 206) {
-    const start = Number(/^bytes\s+(\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1]);
+    const range = String(res.headers['content-range'] ?? '');
+    const start = Number(/^bytes\s+(\d+)-/.exec(range)?.[1]);
     if (start !== offset) {
       res.discard();
       throw new TransferError(
@@ -1130,10 +1137,24 @@ export async function getFile(
         { url },
       );
     }
+    // `bytes 100-199/200`; the total may be `*` (unknown).
+    onOpen?.(readInfo(Number(/\/(\d+)\s*$/.exec(range)?.[1]), now));
     return res.body({ signal });
   }
+  // A 200 (to a Range request too, when the server ignored it) carries the whole file.
+  onOpen?.(readInfo(contentLength(res.headers), now));
   // A 200 to a Range request: the server ignored the Range. Correct, just slower: skip the prefix.
   return res.body({ skip: offset, signal });
+}
+
+/** What a GET told about its file, for `ReadOptions.onOpen`: a size only when it is a whole number. */
+function readInfo(size: number | undefined, v: Validators): ReadInfo {
+  const mtime = v.lastModified ? new Date(v.lastModified) : undefined;
+  return {
+    ...(size !== undefined && Number.isSafeInteger(size) && size >= 0 ? { size } : {}),
+    ...(v.etag ? { version: v.etag } : {}),
+    ...(mtime && !Number.isNaN(mtime.getTime()) ? { mtime } : {}),
+  };
 }
 
 function isDirectory(url: string): TransferError {

@@ -2,8 +2,12 @@
  * Plain HTTP(S): `http://host/path`, `https://`. A source above all (rclone's http backend): `stat`
  * is a HEAD, `openRead` a GET with `Range`, and a directory (a URL ending in `/`) is listed by reading
  * the links of its HTML index page (Apache's autoindex, nginx's autoindex…) as it streams, keeping
- * the links to its direct children only; a `/`-ending link is a directory, and a file's size, time and
- * ETag come from a HEAD per file, a few at a time.
+ * the links to its direct children only. A `/`-ending link is a directory; any other link is a file,
+ * yielded at once with its size unknown (`Entry.sizeUnknown`): the GET that reads it tells the size
+ * and ETag (`ReadOptions.onOpen`), so a tree of N files costs N GETs, not N HEADs and N GETs. With the
+ * option `headPerFile: true` a listing sends a HEAD per file instead (a few at a time), as dts did
+ * before: exact sizes, times and ETags in the listing, and a link without its `/` that is a directory
+ * (an index page that links directories that way) is found to be one.
  *
  * As a sink it can only PUT whole files, where the server allows it. HTTP has no way to create a
  * directory, so `mkdir` succeeds only when the directory already exists; removing and renaming are
@@ -24,6 +28,7 @@ import type {
 import { isTransferError, TransferError } from '../errors.js';
 import {
   BodySource,
+  badOption,
   baseName,
   cancelled,
   concatBody,
@@ -44,7 +49,23 @@ import {
   validatorsOf,
 } from './client.js';
 
-export type HttpAdapterOptions = HttpClientOptions;
+export interface HttpAdapterOptions extends HttpClientOptions {
+  /**
+   * List a directory with a HEAD per linked file, for exact sizes, times and ETags in the listing and
+   * for index pages that link directories without a trailing `/`. Default false: files are listed
+   * with their size unknown, learnt when they are read.
+   */
+  readonly headPerFile?: boolean;
+}
+
+const HTTP_OPTIONS = [
+  ...HTTP_CLIENT_OPTIONS,
+  {
+    name: 'headPerFile',
+    help: 'List directories with a HEAD per file (exact sizes in the listing; for index pages that link directories without a trailing /). Default: sizes are learnt when each file is read',
+    default: false,
+  },
+] as const;
 
 const CAPABILITIES: Capabilities = {
   readAtOffset: true,
@@ -66,10 +87,17 @@ export class HttpAdapter implements Adapter {
   private readonly versions = new VersionMemory();
   /** HEADs in flight while listing (one connection reads the index page). */
   private readonly headConcurrency: number;
+  /** Whether a listing sends a HEAD per file (the `headPerFile` option). */
+  private readonly headPerFile: boolean;
 
   constructor(endpoint: Endpoint, config: Readonly<Record<string, unknown>> = {}) {
     this.scheme = endpoint.scheme;
     const options = parseHttpClientOptions(endpoint.scheme, config);
+    const headPerFile = config.headPerFile ?? false;
+    if (typeof headPerFile !== 'boolean') {
+      throw badOption(endpoint.scheme, 'headPerFile', 'true or false', headPerFile);
+    }
+    this.headPerFile = headPerFile;
     this.client = new HttpClient(endpoint, options, endpoint.scheme === 'https' ? 'https' : 'http');
     this.headConcurrency = Math.max(1, options.maxConnections - 1);
   }
@@ -170,7 +198,10 @@ export class HttpAdapter implements Adapter {
     yield* this.entriesOfIndex(res, dir, url, signal);
   }
 
-  /** The children linked from an index page, parsed as it streams; files stat'ed a few at a time. */
+  /**
+   * The children linked from an index page, parsed as it streams: files with their size unknown, or
+   * (headPerFile) stat'ed a few at a time.
+   */
   private async *entriesOfIndex(
     res: HttpResponse,
     dir: string,
@@ -192,7 +223,7 @@ export class HttpAdapter implements Adapter {
     let last: string | undefined;
     const body = res.body({ signal });
     const self = this;
-    /** Entries for the links parsed so far: directories at once, files once their HEAD answers. */
+    /** Entries for the links parsed so far: directories at once, files at once or once their HEAD answers. */
     async function* drain(final: boolean): AsyncGenerator<Entry> {
       for (const href of links) {
         const child = childOf(href, base);
@@ -202,6 +233,10 @@ export class HttpAdapter implements Adapter {
         const childPath = joinPath(dir, child.name);
         if (child.directory) {
           yield { path: childPath, name: child.name, type: 'directory', size: 0 };
+          continue;
+        }
+        if (!self.headPerFile) {
+          yield { path: childPath, name: child.name, type: 'file', size: 0, sizeUnknown: true };
           continue;
         }
         const head = self.childEntry(childPath, signal);
@@ -247,7 +282,28 @@ export class HttpAdapter implements Adapter {
   }
 
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
-    return getFile(this.client, this.versions, path, options.offset ?? 0, options.signal);
+    try {
+      return await getFile(
+        this.client,
+        this.versions,
+        path,
+        options.offset ?? 0,
+        options.signal,
+        false,
+        options.onOpen,
+      );
+    } catch (err) {
+      if (!this.headPerFile && isTransferError(err) && err.code === 'XFR_IS_A_DIRECTORY') {
+        // A listing without HEADs takes every link without a trailing / for a file.
+        const url = this.client.displayUrl(path);
+        throw new TransferError(
+          'XFR_IS_A_DIRECTORY',
+          `${url} is a directory (the server redirects to ${url}/), not a file; if its parent's index page listed it as a file, that page links directories without a trailing /: set the ${this.scheme} adapter option headPerFile: true to list it`,
+          { url, cause: err },
+        );
+      }
+      throw err;
+    }
   }
 
   async write(
@@ -348,7 +404,7 @@ export class HttpAdapter implements Adapter {
 export const httpAdapterFactory: AdapterFactory = {
   schemes: ['http', 'https'],
   capabilities: CAPABILITIES,
-  options: [...HTTP_CLIENT_OPTIONS],
+  options: [...HTTP_OPTIONS],
   create: (endpoint, config) => new HttpAdapter(endpoint, config),
 };
 
