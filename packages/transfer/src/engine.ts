@@ -308,9 +308,18 @@ class CopyRun {
     const visitedDirs: string[] = [];
     let files = 0;
     let total = 0;
+    /** Files listed without their size (counted in `files`, not in `total`). */
+    let unknownSizes = 0;
     let lastPlan = 0;
     const plan = (complete: boolean) => {
-      this.emit({ type: 'copy.plan', copyId: this.copy.id, files, bytes: total, complete });
+      this.emit({
+        type: 'copy.plan',
+        copyId: this.copy.id,
+        files,
+        bytes: total,
+        ...(unknownSizes > 0 ? { unknownSizes } : {}),
+        complete,
+      });
       lastPlan = Date.now();
     };
     try {
@@ -335,7 +344,8 @@ class CopyRun {
           continue;
         }
         files++;
-        total += item.entry.size;
+        if (item.entry.sizeUnknown) unknownSizes++;
+        else total += item.entry.size;
         if (Date.now() - lastPlan >= this.progressIntervalMs) plan(false);
         // `concurrency` files move bytes at once; a file whose bytes are stored gives its place up
         // before its rename (a round trip on a remote sink), so renames overlap with the next
@@ -460,17 +470,17 @@ class CopyRun {
       }
       if (pending.length === 0) {
         this.counts.skipped++;
-        this.fileEvent(path, 'Skipped', entry.size, 0, 0, source, sinks, {
+        this.fileEvent(path, 'Skipped', knownSize(entry), 0, 0, source, sinks, {
           detail: 'target exists and CreationFlag is dontOverwrite',
         });
         return;
       }
       for (;;) {
         try {
-          const outcome = await this.withRetries(
+          const { size, ...outcome } = await this.withRetries(
             () => this.transferFile(source, entry, sourcePath, pending, path, ++attempt),
             (err) =>
-              this.fileEvent(path, 'Transferring', entry.size, 0, attempt, source, sinksOf(pending), {
+              this.fileEvent(path, 'Transferring', knownSize(entry), 0, attempt, source, sinksOf(pending), {
                 error: info(err),
                 detail: `attempt ${attempt} failed; retrying`,
               }),
@@ -483,8 +493,8 @@ class CopyRun {
           for (const t of pending) if (t.temp !== t.target) await t.sink.loc.adapter.rename(t.temp, t.target);
           if (this.copy.requirements.deleteSource) await source.loc.adapter.remove(sourcePath);
           this.counts.done++;
-          this.bytes += entry.size;
-          this.fileEvent(path, 'Done', entry.size, entry.size, attempt, source, sinksOf(pending), outcome);
+          this.bytes += size;
+          this.fileEvent(path, 'Done', size, size, attempt, source, sinksOf(pending), outcome);
           return;
         } catch (err) {
           // A permanent failure at the source: the same file may be at the next alternative location.
@@ -506,7 +516,7 @@ class CopyRun {
         this.fileEvent(
           path,
           stop === 'suspend' ? 'Suspended' : 'Cancelled',
-          entry.size,
+          knownSize(entry),
           0,
           attempt,
           source,
@@ -517,7 +527,7 @@ class CopyRun {
       const left = await this.cleanup(pending);
       this.counts.failed++;
       if (this.failures.length < MAX_FAILURES_KEPT) this.failures.push({ path, error: info(e) });
-      this.fileEvent(path, 'Failed', entry.size, 0, attempt, source, sinks, {
+      this.fileEvent(path, 'Failed', knownSize(entry), 0, attempt, source, sinks, {
         error: info(e),
         ...(left.length > 0 ? { detail: `partial files left behind: ${left.join(', ')}` } : {}),
       });
@@ -572,7 +582,8 @@ class CopyRun {
   /**
    * One attempt at one file: picks the fastest correct path (server-side/kernel copy, or a stream
    * resumed from the partial files), writes every sink's temporary file, verifies, and leaves the
-   * renames to the caller. Resolves with what the Done event should say.
+   * renames to the caller. Resolves with what the Done event should say and the file's size (for an
+   * entry listed with `sizeUnknown`, the size its read reported, or the bytes it gave).
    */
   private async transferFile(
     source: SourceChoice,
@@ -581,7 +592,7 @@ class CopyRun {
     pending: readonly PendingSink[],
     path: string,
     attempt: number,
-  ): Promise<FileOutcome> {
+  ): Promise<FileOutcome & { size: number }> {
     const req = this.copy.requirements;
     const srcAdapter = source.loc.adapter;
     const sinks = sinksOf(pending);
@@ -600,7 +611,7 @@ class CopyRun {
       (sameServer || bothLocal)
     ) {
       const detail = sameServer && !bothLocal ? 'server-side copy' : 'kernel copy';
-      this.fileEvent(path, 'Transferring', entry.size, 0, attempt, source, sinks, { detail });
+      this.fileEvent(path, 'Transferring', knownSize(entry), 0, attempt, source, sinks, { detail });
       let copied = true;
       // The kernel reports nothing while it copies: watch the temporary file grow for progress events.
       const sink = first.sink.loc.adapter;
@@ -617,7 +628,7 @@ class CopyRun {
               type: 'progress',
               copyId: this.copy.id,
               path,
-              size: entry.size,
+              ...sizeFields(knownSize(entry)),
               bytes: st.size,
               rate,
             });
@@ -639,18 +650,44 @@ class CopyRun {
       if (copied) {
         this.signal?.throwIfAborted();
         const result = await first.sink.loc.adapter.stat(first.temp);
-        if (result.size !== entry.size) {
+        // A size the listing did not tell is the size of the copy.
+        if (!entry.sizeUnknown && result.size !== entry.size) {
           throw new TransferError(
             'XFR_INTEGRITY',
             `${source.loc.displayUrl}: copied ${result.size} bytes of ${entry.size}; the source changed during the copy`,
           );
         }
-        return { detail };
+        return { detail, size: result.size };
       }
     }
 
     // Resume: every sink keeps a prefix of its partial file; the shortest one bounds them all.
     const offset = await this.resumeOffset(source, pending, entry, attempt);
+    try {
+      return await this.streamFile(source, entry, sourcePath, pending, path, attempt, offset);
+    } catch (err) {
+      // A file listed without its size may be shorter than the partial found for it (it shrank, or was
+      // replaced): not a failure of this attempt, the file starts again from zero at once.
+      if (!(offset > 0 && entry.sizeUnknown && isPartialTooLong(err))) throw err;
+      await Promise.all(pending.map((t) => this.discardPartial(t)));
+      return await this.streamFile(source, entry, sourcePath, pending, path, attempt, 0);
+    }
+  }
+
+  /** The stream path of one attempt: reads the source from `offset` (0, or a resume) into every sink. */
+  private async streamFile(
+    source: SourceChoice,
+    entry: Entry,
+    sourcePath: string,
+    pending: readonly PendingSink[],
+    path: string,
+    attempt: number,
+    offset: number,
+  ): Promise<FileOutcome & { size: number }> {
+    const req = this.copy.requirements;
+    const srcAdapter = source.loc.adapter;
+    const sinks = sinksOf(pending);
+    const first = pending[0] as PendingSink;
     const hash = req.checksum ? createChecksum(req.checksum) : undefined;
     if (hash && offset > 0) await this.hashPrefix(hash, first, offset);
     // Compare the tail of the partial with the source before trusting it: a changed source restarts.
@@ -659,7 +696,7 @@ class CopyRun {
     const expectTail =
       overlap > 0 ? await readRange(first.sink.loc.adapter, first.temp, readFrom, overlap) : undefined;
 
-    this.fileEvent(path, 'Transferring', entry.size, offset, attempt, source, sinks, {
+    this.fileEvent(path, 'Transferring', knownSize(entry), offset, attempt, source, sinks, {
       detail: 'stream',
       ...(offset > 0 ? { resumedFrom: offset } : {}),
     });
@@ -667,17 +704,40 @@ class CopyRun {
     const attemptAbort = new AbortController();
     const onStop = () => attemptAbort.abort(this.signal?.reason);
     this.signal?.addEventListener('abort', onStop, { once: true });
+    /** The whole file's size as the read reported it (asked only for an entry listed without one). */
+    let reported: number | undefined;
     let input: Readable;
     try {
       input = await srcAdapter.openRead(sourcePath, {
         offset: readFrom,
         signal: attemptAbort.signal,
-        size: entry.size,
+        ...(entry.sizeUnknown
+          ? {
+              onOpen: (opened) => {
+                reported = opened.size;
+              },
+            }
+          : { size: entry.size }),
       });
     } catch (err) {
       this.signal?.removeEventListener('abort', onStop);
-      throw markSource(classifySystemError(err, source.loc.displayUrl));
+      const e = markSource(classifySystemError(err, source.loc.displayUrl));
+      // Reading at an offset refused as not fitting the file (416, a changed ETag): the partial is not a prefix of it.
+      if (readFrom > 0 && e.code === 'XFR_INTEGRITY') markPartialTooLong(e);
+      throw e;
     }
+    if (reported !== undefined && reported < offset) {
+      this.signal?.removeEventListener('abort', onStop);
+      input.destroy();
+      throw markPartialTooLong(
+        new TransferError(
+          'XFR_INTEGRITY',
+          `${source.loc.displayUrl}: the file has ${reported} bytes, fewer than the ${offset} of its partial copy; restarting the file from the beginning`,
+        ),
+      );
+    }
+    /** What progress events say of the size: the listed one, else the reported one once known. */
+    const eventSize = entry.sizeUnknown ? reported : entry.size;
     const pipes = pending.map(() => new PassThrough({ highWaterMark: FANOUT_BUFFER }));
     const writes = pending.map((t, i) =>
       t.sink.loc.adapter
@@ -724,10 +784,26 @@ class CopyRun {
         const now = Date.now();
         if (now - lastProgress >= this.progressIntervalMs) {
           const rate = Math.round(((written - lastBytes) * 1000) / (now - lastProgress));
-          this.emit({ type: 'progress', copyId: this.copy.id, path, size: entry.size, bytes: written, rate });
+          this.emit({
+            type: 'progress',
+            copyId: this.copy.id,
+            path,
+            ...sizeFields(eventSize),
+            bytes: written,
+            rate,
+          });
           lastProgress = now;
           lastBytes = written;
         }
+      }
+      if (skip > 0) {
+        // The source ended inside the bytes compared with the partial: it is shorter than the partial.
+        throw markPartialTooLong(
+          new TransferError(
+            'XFR_INTEGRITY',
+            `${source.loc.displayUrl}: the file ends before the ${offset} bytes of its partial copy; restarting the file from the beginning`,
+          ),
+        );
       }
       for (const p of pipes) p.end();
       await Promise.all(writes);
@@ -758,11 +834,14 @@ class CopyRun {
       this.signal?.removeEventListener('abort', onStop);
     }
 
-    if (written !== entry.size) {
+    // The size to hold the bytes against: the listed one; for a file listed without one, the size
+    // its read reported, or (no report) the bytes it gave.
+    const size = entry.sizeUnknown ? (reported ?? written) : entry.size;
+    if (written !== size) {
       await Promise.all(pending.map((t) => this.discardPartial(t)));
       throw new TransferError(
         'XFR_INTEGRITY',
-        `${source.loc.displayUrl}: read ${written} bytes but the file has ${entry.size}; it changed during the copy`,
+        `${source.loc.displayUrl}: read ${written} bytes but the file has ${size}; it changed during the copy`,
       );
     }
     const checksum = hash?.digest();
@@ -775,6 +854,7 @@ class CopyRun {
     }
     return {
       detail: 'stream',
+      size,
       ...(offset > 0 ? { resumedFrom: offset } : {}),
       ...(checksum ? { checksum, checksumAlgorithm: req.checksum } : {}),
     };
@@ -812,8 +892,9 @@ class CopyRun {
       if (!partial || partial.size === 0) return 0;
       offset = Math.min(offset, partial.size);
     }
-    // A partial as long as the source (or longer) is not trusted: the file is rewritten.
-    return offset < entry.size ? offset : 0;
+    // A partial as long as the source (or longer) is not trusted: the file is rewritten. A source listed
+    // without its size is resumed from any partial: its read tells whether the partial fits.
+    return entry.sizeUnknown || offset < entry.size ? offset : 0;
   }
 
   private async hashPrefix(hash: StreamingChecksum, t: PendingSink, length: number): Promise<void> {
@@ -867,10 +948,11 @@ class CopyRun {
     }
   }
 
+  /** `size` undefined: not known yet (a file listed without its size, before its read told it). */
   private fileEvent(
     path: string,
     state: FileState,
-    size: number,
+    size: number | undefined,
     bytes: number,
     attempt: number,
     source: SourceChoice,
@@ -882,7 +964,7 @@ class CopyRun {
       copyId: this.copy.id,
       path,
       state,
-      size,
+      ...sizeFields(size),
       bytes,
       attempt,
       source: source.loc.displayUrl,
@@ -897,6 +979,28 @@ interface FileOutcome {
   resumedFrom?: number;
   checksum?: string;
   checksumAlgorithm?: string;
+}
+
+/** An entry's size for an event: undefined while it is not known (listed with `sizeUnknown`). */
+function knownSize(entry: Entry): number | undefined {
+  return entry.sizeUnknown ? undefined : entry.size;
+}
+
+/** The `size` of an event, with `sizeUnknown` when it is not known yet (size 0 then). */
+function sizeFields(size: number | undefined): { size: number; sizeUnknown?: true } {
+  return size === undefined ? { size: 0, sizeUnknown: true } : { size };
+}
+
+const PARTIAL_TOO_LONG = Symbol('dts.partialTooLong');
+
+/** Marks an integrity error that says the partial copy does not fit the source (longer than it, or of another version). */
+function markPartialTooLong(e: TransferError): TransferError {
+  (e as TransferError & { [PARTIAL_TOO_LONG]?: true })[PARTIAL_TOO_LONG] = true;
+  return e;
+}
+
+function isPartialTooLong(err: unknown): boolean {
+  return (err as { [PARTIAL_TOO_LONG]?: true } | undefined)?.[PARTIAL_TOO_LONG] === true;
 }
 
 const SOURCE_SIDE = Symbol('dts.sourceSide');

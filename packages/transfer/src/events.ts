@@ -59,8 +59,13 @@ export interface CopyPlanEvent extends Base {
   readonly copyId: string;
   /** Files found so far (selected by Include/Exclude). */
   readonly files: number;
-  /** Bytes of those files. */
+  /** Bytes of those files whose size the listing told. */
   readonly bytes: number;
+  /**
+   * Files among `files` listed without their size (an http index page; `bytes` leaves them out):
+   * their sizes arrive with their `file.state` Done events. Absent when every size is known.
+   */
+  readonly unknownSizes?: number;
   /** True once the listing is complete and the totals are final. */
   readonly complete: boolean;
 }
@@ -71,8 +76,10 @@ export interface FileStateEvent extends Base {
   /** Path relative to the copy's source (the file name for a single-file copy). */
   readonly path: string;
   readonly state: FileState;
-  /** Source size in bytes. */
+  /** Source size in bytes (the real size in a Done event); 0 with `sizeUnknown` while it is not known. */
   readonly size: number;
+  /** Set while the size is not known: the file was listed without it and its read has not told it yet. */
+  readonly sizeUnknown?: true;
   /** Bytes of this file at the sinks when the event was made. */
   readonly bytes: number;
   /** 1-based attempt at the current location. */
@@ -95,7 +102,9 @@ export interface ProgressEvent extends Base {
   readonly type: 'progress';
   readonly copyId: string;
   readonly path: string;
+  /** The file's size; 0 with `sizeUnknown` when neither its listing nor its read told it. */
   readonly size: number;
+  readonly sizeUnknown?: true;
   readonly bytes: number;
   /** Bytes per second over the last interval. */
   readonly rate: number;
