@@ -596,3 +596,163 @@ describe('resume, retries and stopping', () => {
     expect(await sha256File(path.join(dst, 'f.bin'))).toBe(await sha256File(path.join(src, 'f.bin')));
   });
 });
+
+/** Files listed without their size (an http index page without a HEAD per file): learnt by reading. */
+describe('files listed without their size', () => {
+  function setup(options: { report: boolean }): { inst: InstrumentedAdapter; registry: AdapterRegistry } {
+    const inst = new InstrumentedAdapter();
+    inst.unknownSizes = true;
+    inst.reportOnOpen = options.report;
+    return { inst, registry: createDefaultRegistry().register(instrumentedFactory(inst)) };
+  }
+
+  for (const report of [true, false]) {
+    it(`copy byte-exactly with the real sizes in Done and the counters (the read ${report ? 'reports the size' : 'reports nothing'})`, async () => {
+      await makeTree(src, { 'a.bin': 5000, 'd/b.bin': 300_000, 'd/e/empty': '', 'c.txt': 'c' });
+      const { inst, registry } = setup({ report });
+      const { events, onEvent } = collect();
+      const result = await runJob(
+        jobSpec(copySpec({ sources: [`inst://${src}/`], sinks: [[fileUrl(dst, true)]] })),
+        { registry, onEvent },
+      );
+      expect(result.state).toBe('Done');
+      expect(result.copies[0]?.files).toEqual({ done: 4, skipped: 0, failed: 0 });
+      expect(result.copies[0]?.bytes).toBe(5000 + 300_000 + 1);
+      expect(await snapshot(dst)).toEqual(await snapshot(src));
+      // The plan counts what it knows and says how many sizes it does not.
+      const plan = events.filter((e) => e.type === 'copy.plan').at(-1);
+      expect(plan).toMatchObject({ files: 4, bytes: 0, unknownSizes: 4, complete: true });
+      const sizes = Object.fromEntries(fileEvents(events, 'Done').map((e) => [e.path, [e.size, e.bytes]]));
+      expect(sizes).toEqual({
+        'a.bin': [5000, 5000],
+        'd/b.bin': [300_000, 300_000],
+        'd/e/empty': [0, 0],
+        'c.txt': [1, 1],
+      });
+      for (const e of fileEvents(events, 'Done')) expect(e.sizeUnknown).toBeUndefined();
+      for (const e of fileEvents(events, 'Transferring'))
+        expect(e).toMatchObject({ size: 0, sizeUnknown: true });
+      const copyDone = events.find((e) => e.type === 'copy.state' && e.state === 'Done');
+      expect(copyDone).toMatchObject({ bytes: 300_000 + 5000 + 1 });
+      // No size hint for a size nobody knows; the one stat is the source root's (no look per file).
+      expect(inst.readOptions.map((o) => o.size)).toEqual([undefined, undefined, undefined, undefined]);
+      expect(inst.readOptions.every((o) => typeof o.onOpen === 'function')).toBe(true);
+      expect(inst.stats).toBe(1);
+    });
+  }
+
+  it('a read that reports N bytes but gives fewer fails the file with XFR_INTEGRITY; the rest go on', async () => {
+    await makeTree(src, { 'short.bin': 5000, 'ok.bin': 7000 });
+    const { inst, registry } = setup({ report: true });
+    inst.shortReads = { match: /short\.bin$/, bytes: 1000 };
+    const { events, onEvent } = collect();
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [`inst://${src}/`], sinks: [[fileUrl(dst, true)]] })),
+      { registry, onEvent, backoff: fast },
+    );
+    expect(result.copies[0]?.state).toBe('Failed:Clean');
+    expect(result.copies[0]?.files).toEqual({ done: 1, skipped: 0, failed: 1 });
+    expect(result.copies[0]?.bytes).toBe(7000);
+    const failed = fileEvents(events, 'Failed');
+    expect(failed.map((e) => e.path)).toEqual(['short.bin']);
+    expect(failed[0]?.error?.code).toBe('XFR_INTEGRITY');
+    expect(failed[0]?.error?.message).toMatch(/read 1000 bytes but the file has 5000/);
+    expect(await snapshot(dst)).toEqual({ 'ok.bin': await sha256File(path.join(src, 'ok.bin')) });
+  });
+
+  it('resumes from a partial, re-reading only the rest plus the overlap; Done carries the whole size', async () => {
+    await makeTree(src, { 'f.bin': 3 * MiB });
+    const whole = await fs.readFile(path.join(src, 'f.bin'));
+    await fs.mkdir(dst);
+    await fs.writeFile(tempPath(path.join(dst, 'f.bin')), whole.subarray(0, 2 * MiB));
+    const { inst, registry } = setup({ report: true });
+    const { events, onEvent } = collect();
+    const result = await runJob(
+      jobSpec(copySpec({ sources: [`inst://${src}/`], sinks: [[fileUrl(dst, true)]] })),
+      { registry, onEvent },
+    );
+    expect(result.state).toBe('Done');
+    expect(inst.bytesRead).toBe(MiB + 64 * 1024);
+    expect(fileEvents(events, 'Done')[0]).toMatchObject({ resumedFrom: 2 * MiB, size: 3 * MiB });
+    expect(result.copies[0]?.bytes).toBe(3 * MiB);
+    expect(await sha256File(path.join(dst, 'f.bin'))).toBe(await sha256File(path.join(src, 'f.bin')));
+  });
+
+  for (const report of [true, false]) {
+    it(`a partial longer than the file restarts it from zero in the same attempt (the read ${report ? 'reports the size' : 'reports nothing'})`, async () => {
+      // The source shrank since the partial was made: the partial starts with the file's bytes, then more.
+      await makeTree(src, { 'small.bin': 4000, 'mid.bin': 100_000 });
+      await fs.mkdir(dst);
+      for (const [name, extra] of [
+        ['small.bin', 6000],
+        ['mid.bin', 150_000],
+      ] as const) {
+        const data = await fs.readFile(path.join(src, name));
+        await fs.writeFile(tempPath(path.join(dst, name)), Buffer.concat([data, Buffer.alloc(extra, 1)]));
+      }
+      const { registry } = setup({ report });
+      const { events, onEvent } = collect();
+      const result = await runJob(
+        jobSpec(
+          copySpec({
+            sources: [`inst://${src}/`],
+            sinks: [[fileUrl(dst, true)]],
+            requirements: { maxAttempts: 1 },
+          }),
+        ),
+        { registry, onEvent },
+      );
+      expect(result.state).toBe('Done');
+      expect(await snapshot(dst)).toEqual(await snapshot(src));
+      for (const name of ['small.bin', 'mid.bin']) {
+        const starts = fileEvents(events, 'Transferring').filter((e) => e.path === name);
+        // Tried from the partial, then from zero; one attempt, no error reported.
+        expect(starts.map((e) => e.resumedFrom)).toEqual([expect.any(Number), undefined]);
+        expect(starts.every((e) => e.attempt === 1 && e.error === undefined)).toBe(true);
+        const done = fileEvents(events, 'Done').find((e) => e.path === name);
+        expect(done?.resumedFrom).toBeUndefined();
+      }
+      expect(result.copies[0]?.bytes).toBe(104_000);
+    });
+  }
+
+  it('dontOverwrite and append look at the target, not the source', async () => {
+    await makeTree(src, { 'keep.txt': 'new', 'more.txt': '+tail' });
+    await makeTree(dst, { 'keep.txt': 'old', 'more.txt': 'head' });
+    for (const [flag, expected] of [
+      ['dontOverwrite', { 'keep.txt': 'old', 'more.txt': 'head' }],
+      ['append', { 'keep.txt': 'oldnew', 'more.txt': 'head+tail' }],
+    ] as const) {
+      const { inst, registry } = setup({ report: false });
+      const { events, onEvent } = collect();
+      const result = await runJob(
+        jobSpec(
+          copySpec({
+            sources: [`inst://${src}/`],
+            sinks: [[fileUrl(dst, true)]],
+            requirements: { creationFlag: flag },
+          }),
+        ),
+        { registry, onEvent },
+      );
+      expect(result.state, flag).toBe('Done');
+      expect(inst.stats, flag).toBe(1);
+      for (const [name, text] of Object.entries(expected)) {
+        expect(await fs.readFile(path.join(dst, name), 'utf8'), `${flag} ${name}`).toBe(text);
+      }
+      if (flag === 'dontOverwrite') {
+        expect(
+          fileEvents(events, 'Skipped')
+            .map((e) => e.path)
+            .sort(),
+        ).toEqual(['keep.txt', 'more.txt']);
+      } else {
+        expect(
+          fileEvents(events, 'Done')
+            .map((e) => e.size)
+            .sort(),
+        ).toEqual([3, 5]);
+      }
+    }
+  });
+});

@@ -18,6 +18,8 @@ export class InstrumentedAdapter implements Adapter {
   readonly scheme = 'inst';
   readonly inner = new FileAdapter();
   readonly capabilities = { ...this.inner.capabilities, localFilesystem: false, serverSideCopy: false };
+  /** The options of every openRead call. */
+  readonly readOptions: ReadOptions[] = [];
   /** Bytes handed out by openRead streams. */
   bytesRead = 0;
   /** Bytes consumed by write calls, per path. */
@@ -39,7 +41,23 @@ export class InstrumentedAdapter implements Adapter {
   }
   /** Listing a directory whose path matches fails with EACCES (as for a directory the worker may not read). */
   failList?: RegExp;
+  /** Listings name files without their size (`sizeUnknown`, size 0), as an http index page does. */
+  unknownSizes = false;
+  /** openRead reports the file's real size and version through `onOpen` (as the http adapter does). */
+  reportOnOpen = false;
+  /** Reads of a path that matches end cleanly after `bytes` bytes (a server that sends less than it said). */
+  shortReads?: { match: RegExp; bytes: number };
   list(path: string, signal?: AbortSignal): AsyncIterable<Entry> {
+    if (this.unknownSizes) {
+      const inner = this.inner.list(path, signal);
+      return (async function* () {
+        for await (const e of inner) {
+          yield e.type === 'file'
+            ? { path: e.path, name: e.name, type: e.type, size: 0, sizeUnknown: true }
+            : e;
+        }
+      })();
+    }
     if (this.failList?.test(path)) {
       const err = Object.assign(new Error(`EACCES: permission denied, opendir '${path}'`), {
         code: 'EACCES',
@@ -53,12 +71,35 @@ export class InstrumentedAdapter implements Adapter {
   }
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
     this.opens++;
-    const stream = await this.inner.openRead(path, options);
+    this.readOptions.push(options);
+    const { onOpen, ...rest } = options;
+    if (this.reportOnOpen && onOpen) {
+      const st = await this.inner.stat(path);
+      onOpen({ size: st.size, ...(st.version ? { version: st.version } : {}) });
+    }
+    const stream = await this.inner.openRead(path, rest);
+    const short = this.shortReads?.match.test(path) ? this.shortReads.bytes : Number.POSITIVE_INFINITY;
     const fail = this.failReads > 0 ? this.failAfterBytes : Number.POSITIVE_INFINITY;
     if (this.failReads > 0) this.failReads--;
     let passed = 0;
+    let cut = false;
     const counter = new Transform({
       transform: (chunk: Buffer, _enc, done) => {
+        if (cut) {
+          done();
+          return;
+        }
+        if (passed + chunk.length > short) {
+          const keep = chunk.subarray(0, Math.max(0, short - passed));
+          passed += keep.length;
+          this.bytesRead += keep.length;
+          cut = true;
+          counter.push(keep);
+          counter.push(null);
+          stream.destroy();
+          done();
+          return;
+        }
         if (passed + chunk.length > fail) {
           const keep = chunk.subarray(0, fail - passed);
           passed += keep.length;
