@@ -12,12 +12,28 @@ import {
 } from '@dts/vfs';
 import { runAdapterConformance } from '@dts/vfs/conformance';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SyncGate } from '../src/file-adapter.js';
 
 runAdapterConformance(
   'file',
   async () => {
     const root = await mkdtemp(join(scratchBase(), 'dts-vfs-conformance-'));
     return { adapter: new FileAdapter(), root, cleanup: () => rm(root, { recursive: true, force: true }) };
+  },
+  { capabilities: fileAdapterFactory.capabilities },
+);
+
+// The same contract with every call through the thread pool (small files on a local disk otherwise
+// take synchronous calls: SyncGate), so both paths keep it.
+runAdapterConformance(
+  'file (thread pool only)',
+  async () => {
+    const root = await mkdtemp(join(scratchBase(), 'dts-vfs-conformance-'));
+    return {
+      adapter: new FileAdapter({ syncSmallFiles: false }),
+      root,
+      cleanup: () => rm(root, { recursive: true, force: true }),
+    };
   },
   { capabilities: fileAdapterFactory.capabilities },
 );
@@ -235,6 +251,64 @@ describe('FileAdapter, file-system specifics', () => {
         adapter.write(join(root, 'neg.txt'), [Buffer.from('x')], { offset: -1 }),
       );
       expect(err.code).toBe('XFR_INTERNAL');
+    });
+  });
+
+  describe('small files on a local disk (synchronous calls)', () => {
+    const sizes = [0, 1, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1, 3 * 256 * 1024 + 7];
+    for (const syncSmallFiles of [true, false]) {
+      it(`writes and reads back exact bytes around the 256 KiB boundary (syncSmallFiles ${syncSmallFiles})`, async () => {
+        const a = new FileAdapter({ syncSmallFiles });
+        for (const size of sizes) {
+          const data = Buffer.alloc(size);
+          for (let i = 0; i < size; i++) data[i] = (i * 31 + size) & 0xff;
+          // Chunks of 100,000 bytes: the read-ahead's limit falls inside a chunk.
+          const chunks: Buffer[] = [];
+          for (let at = 0; at < size; at += 100_000) chunks.push(data.subarray(at, at + 100_000));
+          const p = join(root, `small-${syncSmallFiles}-${size}.bin`);
+          expect(await a.write(p, chunks)).toEqual({ bytes: size });
+          expect((await readFile(p)).equals(data)).toBe(true);
+          const back: Buffer[] = [];
+          for await (const c of await a.openRead(p, { size })) back.push(c as Buffer);
+          expect(Buffer.concat(back).equals(data)).toBe(true);
+          // A stale size hint (the file grew since it was listed) still reads the whole file.
+          const grown: Buffer[] = [];
+          for await (const c of await a.openRead(p, { size: Math.max(0, size - 5) })) grown.push(c as Buffer);
+          expect(Buffer.concat(grown).equals(data)).toBe(true);
+        }
+      });
+    }
+
+    it('a small write where a directory stands fails the same way on both paths', async () => {
+      await mkdir(join(root, 'a-dir'), { recursive: true });
+      const direct = await thrown(() => new FileAdapter().write(join(root, 'a-dir'), [Buffer.from('x')]));
+      const pooled = await thrown(() =>
+        new FileAdapter({ syncSmallFiles: false }).write(join(root, 'a-dir'), [Buffer.from('x')]),
+      );
+      expect(direct.code).toBe(pooled.code);
+      expect(direct.url).toBe(`file://${join(root, 'a-dir')}`);
+    });
+
+    it('the gate: local disks only, slow kinds of steps go back to the thread pool, one slow step stops it all', async () => {
+      const spin = (ms: number) => {
+        const until = performance.now() + ms;
+        while (performance.now() < until) {}
+      };
+      const gate = new SyncGate();
+      expect(await gate.allows(root, 'create')).toBe(true); // the test's scratch directory is on a local disk
+      expect(await gate.allows('/proc', 'create')).toBe(false); // procfs: not a local disk file system
+      expect(await gate.allows(join(root, 'not-there'), 'create')).toBe(false);
+      // Creates that take ~0.5 ms each push the average over the limit: creates go to the pool,
+      // except one in 16 that keeps measuring; reads are still done directly.
+      for (let i = 0; i < 10; i++) gate.timed('create', () => spin(0.5));
+      const answers: boolean[] = [];
+      for (let i = 0; i < 32; i++) answers.push(await gate.allows(root, 'create'));
+      expect(answers.filter(Boolean).length).toBe(2);
+      expect(await gate.allows(root, 'read')).toBe(true);
+      // One step over 20 ms: nothing is done directly for a while.
+      gate.timed('read', () => spin(25));
+      expect(await gate.allows(root, 'read')).toBe(false);
+      expect(gate.knownLocal(root)).toBe(false);
     });
   });
 
