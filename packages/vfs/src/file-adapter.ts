@@ -279,8 +279,16 @@ export class FileAdapter implements Adapter {
       Symbol.asyncIterator in data
         ? (data as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]()
         : (data as Iterable<Uint8Array | string>)[Symbol.iterator]();
+    let listening = false;
     /** The next non-empty chunk, undefined at the end. */
     const next = async (): Promise<Uint8Array | undefined> => {
+      // The abort stops the source by destroying it with an error, which only a reader that has
+      // started listens for: so not before the first pull (an unheard 'error' would crash the process).
+      if (!listening) {
+        listening = true;
+        signal?.addEventListener('abort', onAbort, { once: true });
+        if (signal?.aborted) throw cancelled(url, signal);
+      }
       for (;;) {
         const r = await chunks.next();
         if (r.done) return undefined;
@@ -288,7 +296,6 @@ export class FileAdapter implements Adapter {
         if (buf.length > 0) return buf;
       }
     };
-    signal?.addEventListener('abort', onAbort, { once: true });
     let handle: fs.FileHandle | undefined;
     // Chunks that arrive while a write is in flight are written together (one writev) by the next one;
     // no more than `readBufferBytes` wait, so a slow disk slows the source (back-pressure).
@@ -470,6 +477,11 @@ export const fileAdapterFactory: AdapterFactory = {
   options: [
     { name: 'roots', help: 'Directories the adapter may touch (all when empty)', default: [] },
     { name: 'fsync', help: 'fsync each written file before reporting it stored', default: false },
+    {
+      name: 'syncSmallFiles',
+      help: 'Read, write and rename files up to 256 KiB on a local disk with direct system calls while they are fast (never on a network file system)',
+      default: true,
+    },
   ],
   create(endpoint: Endpoint, config: Readonly<Record<string, unknown>>): Adapter {
     // `file://data/x` parses as host "data", path "/x": almost always a slash too few, never what was meant.
