@@ -5,8 +5,9 @@
  * (schemas/bulk-data-copy.schema.json, compiled once with ajv); then the same rules and the same
  * resolution as XML (resolve.ts), so equivalent documents give equal JobSpecs.
  */
+import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { Ajv2020 as Ajv2020Class } from 'ajv/dist/2020.js';
 import type { DtsFault } from './faults.js';
 import { fail, IssueList, type Loc, type Locator, type Position } from './issues.js';
 import type { ChecksumAlgorithm, CreationFlag, Credential, JobSpec } from './job-spec.js';
@@ -292,6 +293,11 @@ let schemaObject: Record<string, unknown> | undefined;
 function validator(): ValidateFunction {
   if (!compiled) {
     schemaObject = JSON.parse(readSchemaText('json')) as Record<string, unknown>;
+    // ajv is loaded on the first JSON document, not with the package: importing it costs ~60 ms of
+    // start-up (about a hundred modules), which every `dts copy` of an XML document would pay.
+    const { Ajv2020 } = createRequire(import.meta.url)('ajv/dist/2020.js') as {
+      Ajv2020: typeof Ajv2020Class;
+    };
     // verbose: errors carry their schema, to list the members allowed where an unknown one was found.
     const ajv = new Ajv2020({ allErrors: true, strict: true, verbose: true });
     compiled = ajv.compile(schemaObject);

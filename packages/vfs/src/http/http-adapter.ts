@@ -14,7 +14,6 @@
  * refused (`XFR_UNSUPPORTED`): use a `webdav://` URL for a server that can.
  */
 import type { Readable } from 'node:stream';
-import { Parser } from 'htmlparser2';
 import type {
   Adapter,
   AdapterFactory,
@@ -210,6 +209,8 @@ export class HttpAdapter implements Adapter {
   ): AsyncGenerator<Entry> {
     const base = res.url.pathname.endsWith('/') ? res.url : new URL(`${res.url.pathname}/`, res.url);
     const links: string[] = [];
+    // Loaded by the first index page, not with the package: only a listing over plain HTTP needs it.
+    const { Parser } = await import('htmlparser2');
     const parser = new Parser(
       {
         onopentag(name, attribs) {

@@ -11,7 +11,7 @@
  * `timeoutMs` (a stalled network, a hung server) ends the session with XFR_TIMEOUT, failing every
  * request on it, instead of a transfer hanging for ever. Keepalives find a dead idle connection.
  */
-import { Client, type ConnectConfig, type ServerHostKeyAlgorithm, type SFTPWrapper } from 'ssh2';
+import type { Client, ConnectConfig, ServerHostKeyAlgorithm, SFTPWrapper } from 'ssh2';
 import { TransferError } from '../errors.js';
 import { checkHostKey, type HostKeyPolicy, preferredHostKeyAlgorithms } from './host-key.js';
 import { classifyConnectionError, type LoginContext } from './sftp-errors.js';
@@ -84,7 +84,10 @@ export class SftpSession {
    * Connects, checks the host key, logs in and starts the SFTP subsystem. Makes exactly one attempt:
    * the pool decides whether to try again (it does not after a permanent failure).
    */
-  static dial(options: DialOptions, onFailure: (session: SftpSession) => void): Promise<SftpSession> {
+  static async dial(options: DialOptions, onFailure: (session: SftpSession) => void): Promise<SftpSession> {
+    // ssh2 is loaded by the first connection, not with the package: a copy that uses no sftp:// URL
+    // (and every `dts` command) starts ~70 ms of CPU sooner.
+    const { Client } = await loadSsh2();
     const { url } = options;
     const login: LoginContext = {
       url,
@@ -428,4 +431,11 @@ function closedError(): TransferError {
 
 function positive(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined;
+}
+
+let ssh2: Promise<typeof import('ssh2')> | undefined;
+
+function loadSsh2(): Promise<typeof import('ssh2')> {
+  ssh2 ??= import('ssh2');
+  return ssh2;
 }

@@ -44,7 +44,7 @@ import {
   trimSlash,
   VersionMemory,
 } from '../http/client.js';
-import { type DavResource, MultistatusParser, PROPFIND_BODY } from './multistatus.js';
+import type { DavResource } from './multistatus.js';
 
 export interface WebDavAdapterOptions extends HttpClientOptions {
   /**
@@ -557,12 +557,13 @@ export class WebDavAdapter implements Adapter {
     }
   }
 
-  private propfind(
+  private async propfind(
     path: string,
     depth: 0 | 1,
     signal: AbortSignal | undefined,
     directory: boolean,
   ): Promise<HttpResponse> {
+    const { PROPFIND_BODY } = await loadMultistatus();
     return this.client.request({
       method: 'PROPFIND',
       path: directory ? trimSlash(path) : path,
@@ -581,6 +582,7 @@ export class WebDavAdapter implements Adapter {
     signal: AbortSignal | undefined,
   ): AsyncGenerator<DavResource> {
     const queue: DavResource[] = [];
+    const { MultistatusParser } = await loadMultistatus();
     const parser = new MultistatusParser((r) => queue.push(r));
     const body = res.body({ signal });
     const parse = (fn: () => void) => {
@@ -682,4 +684,12 @@ function cannotAppend(url: string): TransferError {
     `${url}: the server refuses partial uploads (PUT with Content-Range), so dts cannot append to a file there; use CreationFlag overwrite`,
     { url },
   );
+}
+
+let multistatus: Promise<typeof import('./multistatus.js')> | undefined;
+
+/** The PROPFIND answer's parser (and saxes) load with the first PROPFIND, not with the package. */
+function loadMultistatus(): Promise<typeof import('./multistatus.js')> {
+  multistatus ??= import('./multistatus.js');
+  return multistatus;
 }
