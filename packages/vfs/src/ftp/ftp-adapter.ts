@@ -24,7 +24,7 @@ import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { type ConnectionOptions, createSecureContext, type SecureContext } from 'node:tls';
-import { Client } from 'basic-ftp';
+import { Client, type FTPResponse } from 'basic-ftp';
 import type {
   Adapter,
   AdapterFactory,
@@ -464,16 +464,18 @@ export class FtpAdapter implements Adapter {
     const f = this.check(from);
     const t = this.check(to);
     await this.op(f, undefined, false, async (c) => {
-      try {
-        await c.send(`RNFR ${f}`);
-      } catch (err) {
+      // RNFR and RNTO go out together (one round trip, where a file's upload takes four): the server
+      // answers them in order, and an RNTO after a refused RNFR is itself refused (503), harmlessly.
+      const [from, onto] = await renameTogether(c, f, t);
+      if (from instanceof Error) {
+        const err = from;
         if (replyCode(err) === undefined) throw err;
         if ((await this.probe(c, f)).type === 'missing')
           throw refined('XFR_NOT_FOUND', this.url(f), 'does not exist; check the path', err);
         throw refined('XFR_PERMISSION', this.url(f), 'the server refused to rename it', err);
       }
       try {
-        await c.send(`RNTO ${t}`);
+        if (onto instanceof Error) throw onto;
         return;
       } catch (err) {
         if (replyCode(err) === undefined) throw err;
@@ -1272,4 +1274,28 @@ function withoutTaskStacks(client: Client): void {
       Error.stackTraceLimit = limit;
     }
   }) as typeof ctx.handle;
+}
+
+/**
+ * `RNFR from` and `RNTO to` in one write; resolves with both replies in order, each a response or
+ * its FTPError. A failure of the connection itself (closed, timed out) rejects. basic-ftp sends one
+ * command per task, so this writes both on its control socket inside one task that takes two replies.
+ */
+function renameTogether(
+  c: Client,
+  from: string,
+  to: string,
+): Promise<[FTPResponse | Error, FTPResponse | Error]> {
+  const replies: (FTPResponse | Error)[] = [];
+  const both = c.ftp.handle(undefined, (res, task) => {
+    if (res instanceof Error && replyCode(res) === undefined) {
+      task.reject(res);
+      return;
+    }
+    replies.push(res);
+    if (replies.length === 2) task.resolve(replies);
+  }) as Promise<[FTPResponse | Error, FTPResponse | Error]>;
+  // Paths are checked for line breaks (check()); the task is registered before the bytes leave.
+  c.ftp.socket.write(`RNFR ${from}\r\nRNTO ${to}\r\n`, c.ftp.encoding);
+  return both;
 }
