@@ -340,7 +340,9 @@ export class TtyRenderer extends BaseRenderer {
     if (!f) return '';
     const name = this.multiCopy ? `${f.copyId}: ${f.path}` : f.path;
     const fraction = f.size > 0 ? f.bytes / f.size : 0;
-    const info = `${formatBytes(f.bytes)}/${formatBytes(f.size)}  ${formatRate(f.rate)}`;
+    // A file listed without its size (an HTTP index) shows `?` until its read tells the size.
+    const of = f.sizeUnknown ? '?' : formatBytes(f.size);
+    const info = `${formatBytes(f.bytes)}/${of}  ${formatRate(f.rate)}`;
     // The name takes what is left after the numbers and a bar of 10, within 8..48 columns; on a narrow
     // terminal the bar goes first, the name matters more.
     let nameWidth = this.width() - textWidth(info) - 6 - 10;

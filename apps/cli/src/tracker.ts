@@ -38,6 +38,8 @@ export interface InFlight {
   readonly copyId: string;
   readonly path: string;
   size: number;
+  /** The size is not known yet (a file listed without it, before its read told it): `size` says 0. */
+  sizeUnknown: boolean;
   bytes: number;
   /** Bytes already there when this attempt started (a resume): not counted as transferred. */
   base: number;
@@ -149,6 +151,7 @@ export class JobTracker {
         c.transferredBytes += delta;
         f.bytes = event.bytes;
         f.size = event.size;
+        f.sizeUnknown = event.sizeUnknown === true;
         f.rate = event.rate;
         break;
       }
@@ -174,12 +177,14 @@ export class JobTracker {
         existing.bytes = event.bytes;
         existing.base = event.bytes;
         existing.size = event.size;
+        existing.sizeUnknown = event.sizeUnknown === true;
       } else {
         this.inFlight.set(key, {
           key,
           copyId: event.copyId,
           path: event.path,
           size: event.size,
+          sizeUnknown: event.sizeUnknown === true,
           bytes: Math.max(event.bytes, event.resumedFrom ?? 0),
           base: Math.max(event.bytes, event.resumedFrom ?? 0),
           rate: 0,

@@ -57,6 +57,28 @@ describe('JobTracker', () => {
     expect(t.etaMs()).toBeCloseTo(2000, -1);
   });
 
+  it('a file listed without its size is in flight with sizeUnknown until a progress event tells the size', () => {
+    const c = clock();
+    const t = new JobTracker([{ id: 'd', directory: true }], c.now);
+    const ev = feeder(t, c);
+    ev({ type: 'copy.plan', copyId: 'd', files: 1, bytes: 0, unknownSizes: 1, complete: true });
+    ev({
+      type: 'file.state',
+      copyId: 'd',
+      path: 'a',
+      state: 'Transferring',
+      size: 0,
+      sizeUnknown: true,
+      bytes: 0,
+      attempt: 1,
+    });
+    expect(t.file('d', 'a')).toMatchObject({ size: 0, sizeUnknown: true });
+    ev({ type: 'progress', copyId: 'd', path: 'a', size: 4096, bytes: 1024, rate: 1024 });
+    expect(t.file('d', 'a')).toMatchObject({ size: 4096, sizeUnknown: false, bytes: 1024 });
+    ev({ type: 'file.state', copyId: 'd', path: 'a', state: 'Done', size: 4096, bytes: 4096, attempt: 1 });
+    expect(t.totals()).toMatchObject({ bytesDone: 4096, done: 1, inFlight: 0 });
+  });
+
   it('does not count resumed bytes as transferred', () => {
     const c = clock();
     const t = new JobTracker([{ id: 'd', directory: true }], c.now);
