@@ -6,6 +6,7 @@ export type {
   Endpoint,
   Entry,
   EntryType,
+  ReadInfo,
   ReadOptions,
   WriteOptions,
   WriteResult,
