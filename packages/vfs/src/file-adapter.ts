@@ -533,6 +533,9 @@ export class SyncGate {
   private readonly skipped: Record<StepKind, number> = { create: 0, read: 0, rename: 0, stat: 0 };
   private slowUntil = 0;
 
+  /** `slowStepMs`: SLOW_STEP_MS, unless a test needs another. */
+  constructor(private readonly slowStepMs = SLOW_STEP_MS) {}
+
   /** Whether `dir`'s file system is a local one, as far as already known (no system call). */
   knownLocal(dir: string): boolean {
     return this.local.get(dir) === true && Date.now() >= this.slowUntil;
@@ -566,7 +569,7 @@ export class SyncGate {
     } finally {
       const ms = performance.now() - started;
       this.costUs[kind] += (ms * 1000 - this.costUs[kind]) / 8;
-      if (ms > SLOW_STEP_MS) this.slowUntil = Date.now() + SLOW_BACKOFF_MS;
+      if (ms > this.slowStepMs) this.slowUntil = Date.now() + SLOW_BACKOFF_MS;
     }
   }
 }
