@@ -22,6 +22,13 @@ export interface PipelineOptions {
   readonly requests: number;
   readonly url: string;
   readonly signal?: AbortSignal;
+  /**
+   * pipelinedWrite: called once the last WRITE is sent and before its answers are awaited (never
+   * after a failure), so that the caller can send the CLOSE right behind it: a server answers a
+   * handle's requests in order (OpenSSH does one request at a time), so the CLOSE still comes after
+   * every WRITE, one round trip sooner.
+   */
+  readonly onAllSent?: () => void;
 }
 
 interface ReadRequest {
@@ -265,6 +272,7 @@ export async function pipelinedWrite(
       await slot();
       if (failure === undefined) send(stage, 0, staged);
     }
+    if (failure === undefined && exhausted) options.onAllSent?.();
     while (inFlight > 0) await new Promise<void>((r) => (wake = r));
   } finally {
     signal?.removeEventListener('abort', onAbort);
