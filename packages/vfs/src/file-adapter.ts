@@ -724,18 +724,23 @@ async function writeAll(
     );
     total += bytesWritten;
     // A short write (rare on a file: a full disk says ENOSPC on the next one) goes on from where it stopped.
-    let skip = bytesWritten;
-    const rest: Uint8Array[] = [];
-    for (const c of pending) {
-      if (skip >= c.length) skip -= c.length;
-      else {
-        rest.push(skip > 0 ? c.subarray(skip) : c);
-        skip = 0;
-      }
-    }
-    if (rest.length === 0) return total;
-    pending = rest;
+    pending = unwritten(pending, bytesWritten);
+    if (pending.length === 0) return total;
   }
+}
+
+/** What is left of `chunks` after their first `written` bytes. */
+function unwritten(chunks: readonly Uint8Array[], written: number): Uint8Array[] {
+  let skip = written;
+  const rest: Uint8Array[] = [];
+  for (const c of chunks) {
+    if (skip >= c.length) skip -= c.length;
+    else {
+      rest.push(skip > 0 ? c.subarray(skip) : c);
+      skip = 0;
+    }
+  }
+  return rest;
 }
 
 /** writeAll with a synchronous writev, from position 0. */
@@ -745,17 +750,8 @@ function writeAllSync(fd: number, chunks: readonly Uint8Array[]): void {
   for (;;) {
     const n = writevSync(fd, pending as NodeJS.ArrayBufferView[], total);
     total += n;
-    let skip = n;
-    const rest: Uint8Array[] = [];
-    for (const c of pending) {
-      if (skip >= c.length) skip -= c.length;
-      else {
-        rest.push(skip > 0 ? c.subarray(skip) : c);
-        skip = 0;
-      }
-    }
-    if (rest.length === 0) return;
-    pending = rest;
+    pending = unwritten(pending, n);
+    if (pending.length === 0) return;
   }
 }
 
