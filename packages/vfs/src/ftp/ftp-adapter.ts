@@ -39,7 +39,7 @@ import { isTransferError, TransferError } from '../errors.js';
 import { classifyFtpError, refined, replyCode } from './classify.js';
 import { type ListedName, ListingQueue, parseFacts, parseLsLines, parseMlsdLines } from './listing.js';
 import { FtpPool, type Lease, type LeaseKind, type PoolStats } from './pool.js';
-import { DownloadStream, runTransfer } from './transfer.js';
+import { DownloadStream, PipelineRefused, runTransfer } from './transfer.js';
 
 export interface FtpAdapterOptions {
   /** Connections to the endpoint at most; each carries one operation at a time. Default 8. */
@@ -62,6 +62,12 @@ export interface FtpAdapterOptions {
   readonly ca?: string;
   /** ftps only: do not verify the server's certificate (test servers only). Default false. */
   readonly insecureSkipVerify?: boolean;
+  /**
+   * Send commands that need no answer in between in one write: `RNFR`+`RNTO`, and for a download
+   * `EPSV`+`REST`+`RETR` (once EPSV has worked on the connection). A round trip fewer each; servers
+   * answer in order (RFC 959). Default true; false for a server that mishandles it.
+   */
+  readonly pipelining?: boolean;
 }
 
 const DEFAULTS = {
@@ -125,6 +131,8 @@ export class FtpAdapter implements Adapter {
   private tls: Promise<SecureContext> | undefined;
   /** Whether the server has MLST/MLSD (learned at the first login). */
   private mlst = false;
+  /** Cleared for good when the server refuses a pipelined command (TransferOptions.onPipelineRefused). */
+  private pipelining: boolean;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -154,6 +162,7 @@ export class FtpAdapter implements Adapter {
         : 'none';
     this.port = endpoint.port ?? (this.tlsMode === 'implicit' ? 990 : 21);
     this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+    this.pipelining = options.pipelining ?? true;
     const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
     const shownUser = this.user === 'anonymous' ? '' : `${encodeURIComponent(this.user)}@`;
     this.base = `${endpoint.scheme}://${shownUser}${host}${endpoint.port !== undefined ? `:${endpoint.port}` : ''}`;
@@ -289,6 +298,8 @@ export class FtpAdapter implements Adapter {
         {
           restAt: offset,
           timeoutMs: this.timeoutMs,
+          pipelining: this.pipelining,
+          onPipelineRefused: () => this.stopPipelining(),
           onStart: () => started(),
         },
       );
@@ -312,7 +323,7 @@ export class FtpAdapter implements Adapter {
         const err = first.err;
         try {
           if (signal?.aborted) throw this.cancelled(p, signal);
-          if (this.isStale(lease, err) && attempt === 0) {
+          if ((this.isStale(lease, err) || err instanceof PipelineRefused) && attempt === 0) {
             client.close();
             continue;
           }
@@ -466,7 +477,7 @@ export class FtpAdapter implements Adapter {
     await this.op(f, undefined, false, async (c) => {
       // RNFR and RNTO go out together (one round trip, where a file's upload takes four): the server
       // answers them in order, and an RNTO after a refused RNFR is itself refused (503), harmlessly.
-      const [from, onto] = await renameTogether(c, f, t);
+      const [from, onto] = this.pipelining ? await renameTogether(c, f, t) : await renameApart(c, f, t);
       if (from instanceof Error) {
         const err = from;
         if (replyCode(err) === undefined) throw err;
@@ -496,6 +507,10 @@ export class FtpAdapter implements Adapter {
 
   async close(): Promise<void> {
     this.pool.close();
+  }
+
+  private stopPipelining(): void {
+    this.pipelining = false;
   }
 
   // ---- connections ----
@@ -690,6 +705,8 @@ export class FtpAdapter implements Adapter {
         },
         {
           timeoutMs: this.timeoutMs,
+          pipelining: this.pipelining,
+          onPipelineRefused: () => this.stopPipelining(),
           onStart: () => {
             started = true;
           },
@@ -780,6 +797,8 @@ export class FtpAdapter implements Adapter {
       (socket) => pipeline(socket, prefix.sink),
       {
         timeoutMs: this.timeoutMs,
+        pipelining: this.pipelining,
+        onPipelineRefused: () => this.stopPipelining(),
       },
     );
     const retrDone = retr.then(
@@ -859,6 +878,8 @@ export class FtpAdapter implements Adapter {
       (socket) => pipeline(socket, queue.sink),
       {
         timeoutMs: this.timeoutMs,
+        pipelining: this.pipelining,
+        onPipelineRefused: () => this.stopPipelining(),
         onStart: () => {
           state.started = true;
         },
@@ -1160,6 +1181,11 @@ export const ftpAdapterFactory: AdapterFactory = {
       help: "ftps: do not verify the server's certificate (test servers only)",
       default: false,
     },
+    {
+      name: 'pipelining',
+      help: 'Send RNFR+RNTO, and EPSV+REST+RETR, in one write each (a round trip fewer); false for a server that mishandles it',
+      default: true,
+    },
   ],
   create(endpoint: Endpoint, config: Readonly<Record<string, unknown>>): Adapter {
     return new FtpAdapter(endpoint, ftpOptions(config));
@@ -1195,6 +1221,10 @@ function ftpOptions(config: Readonly<Record<string, unknown>>): FtpAdapterOption
   if (config.ca !== undefined) {
     if (typeof config.ca !== 'string' || config.ca === '') throw bad('ca', 'the path of a PEM file');
     out.ca = config.ca;
+  }
+  if (config.pipelining !== undefined) {
+    if (typeof config.pipelining !== 'boolean') throw bad('pipelining', 'true or false');
+    out.pipelining = config.pipelining;
   }
   if (config.insecureSkipVerify !== undefined) {
     if (typeof config.insecureSkipVerify !== 'boolean') throw bad('insecureSkipVerify', 'true or false');
@@ -1274,6 +1304,22 @@ function withoutTaskStacks(client: Client): void {
       Error.stackTraceLimit = limit;
     }
   }) as typeof ctx.handle;
+}
+
+/** `RNFR from`, then (only when it was accepted) `RNTO to`: renameTogether's answers, one round trip each. */
+async function renameApart(
+  c: Client,
+  from: string,
+  to: string,
+): Promise<[FTPResponse | Error, FTPResponse | Error]> {
+  const answer = (command: string) =>
+    c.send(command).catch((err: unknown) => {
+      if (replyCode(err) === undefined) throw err;
+      return err as Error;
+    });
+  const first = await answer(`RNFR ${from}`);
+  if (first instanceof Error) return [first, first];
+  return [first, await answer(`RNTO ${to}`)];
 }
 
 /**

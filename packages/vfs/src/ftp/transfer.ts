@@ -18,10 +18,10 @@
  * and waits (at most `REPLY_GRACE_MS`) for the final reply, which then is the error. Without one in
  * time, the data connection's own error is.
  */
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
-import { type Client, FTPError, type FTPResponse } from 'basic-ftp';
+import { TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type Client, enterPassiveModeIPv6, type FTPContext, FTPError, type FTPResponse } from 'basic-ftp';
 
 export type Direction = 'download' | 'upload';
 
@@ -37,6 +37,13 @@ export interface TransferOptions {
   readonly restAt?: number;
   /** Milliseconds without progress, waiting for the server, before the transfer fails. 0: never. */
   readonly timeoutMs: number;
+  /** A download may send EPSV, REST and the command in one write (default true). */
+  readonly pipelining?: boolean;
+  /**
+   * The server refused a pipelined EPSV or REST (the transfer then fails with a PipelineRefused and
+   * its connection is closed): the caller should stop pipelining with this server.
+   */
+  readonly onPipelineRefused?: () => void;
   /** Called once, when the server has accepted the command (150/125) and data may flow. */
   readonly onStart?: () => void;
 }
@@ -58,8 +65,30 @@ export async function runTransfer(
   options: TransferOptions,
 ): Promise<FTPResponse> {
   const ftp = client.ftp;
-  await client.prepareTransfer(ftp);
-  if (options.restAt !== undefined && options.restAt > 0) await ftp.request(`REST ${options.restAt}`);
+  const restAt = options.restAt !== undefined && options.restAt > 0 ? options.restAt : undefined;
+  // A download on a connection where EPSV has worked before (basic-ftp then keeps that strategy)
+  // sends EPSV, REST and the command in one write: a round trip fewer per file. The server answers
+  // them in order; dts opens the data connection on the 229 itself (openDataConnection). Any
+  // surprise before the command's own reply leaves the control connection out of step: it is closed.
+  const host = ftp.socket.remoteAddress;
+  const pipelined =
+    direction === 'download' &&
+    options.pipelining !== false &&
+    client.prepareTransfer === enterPassiveModeIPv6 &&
+    host !== undefined;
+  if (!pipelined) {
+    await client.prepareTransfer(ftp);
+    if (restAt !== undefined) await ftp.request(`REST ${restAt}`);
+  }
+  /** Replies due before the command's own when pipelined: EPSV's 229, then REST's 350. */
+  const preliminary: ('EPSV' | 'REST')[] = pipelined
+    ? restAt !== undefined
+      ? ['EPSV', 'REST']
+      : ['EPSV']
+    : [];
+  /** Pipelined: the data connection dts opens itself on the 229, handed to basic-ftp at the 150. */
+  let own: Promise<Socket> | undefined;
+  let ownSocket: Socket | undefined;
   const watchdog = new Watchdog();
   let started = false;
   let dataDone = false;
@@ -68,7 +97,7 @@ export async function runTransfer(
   /** An upload's data connection failed with this; waiting for the server's final reply. */
   let dataError: Error | undefined;
   let grace: NodeJS.Timeout | undefined;
-  return ftp.handle(command, (res, task) => {
+  const transfer = ftp.handle(pipelined ? undefined : command, (res, task) => {
     // An upload we abandon is reset, not closed: a clean close would tell the server the file is complete.
     const resetUpload = () => {
       const socket = ftp.dataSocket;
@@ -80,6 +109,16 @@ export async function runTransfer(
         }
       }
     };
+    /** A data connection of our own that never reached basic-ftp is ours to close. */
+    const dropOwn = () => {
+      if (own && ownSocket && ftp.dataSocket !== ownSocket) ownSocket.destroy();
+      own?.then(
+        (socket) => {
+          if (ftp.dataSocket !== socket) socket.destroy();
+        },
+        () => undefined,
+      );
+    };
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
@@ -88,7 +127,13 @@ export async function runTransfer(
       ftp.socket.setTimeout(options.timeoutMs);
       resetUpload();
       ftp.dataSocket = undefined;
+      dropOwn();
       task.reject(err);
+    };
+    /** Pipelined commands are on their way whatever happens now: the control connection is out of step. */
+    const failOutOfStep = (err: Error) => {
+      fail(err);
+      ftp.closeWithError(err);
     };
     // The upload's data connection failed: the final reply, due any moment, says why.
     const dataFailed = (err: Error) => {
@@ -103,8 +148,34 @@ export async function runTransfer(
       if (settled || !dataDone || !reply) return;
       settled = true;
       ftp.dataSocket = undefined;
+      dropOwn();
       task.resolve(reply);
     };
+    if (preliminary.length > 0 && (res instanceof FTPError || !(res instanceof Error))) {
+      const step = preliminary.shift() as 'EPSV' | 'REST';
+      const port = step === 'EPSV' && !(res instanceof Error) && res.code === 229 ? epsvPort(res.message) : 0;
+      const ok = step === 'EPSV' ? port > 0 : !(res instanceof Error) && res.code === 350;
+      if (!ok) {
+        options.onPipelineRefused?.();
+        failOutOfStep(new PipelineRefused(step, res.message));
+        return;
+      }
+      if (step === 'EPSV') {
+        own = openDataConnection(ftp, host as string, port);
+        own.then(
+          (socket) => {
+            ownSocket = socket;
+          },
+          (err: Error) => {
+            // The server waits for this connection before it answers the command: out of step.
+            failOutOfStep(err);
+          },
+        );
+        const socket = own;
+        socket.catch(() => undefined);
+      }
+      return;
+    }
     if (res instanceof Error) {
       // Waiting for the reply, the control connection failed too: the data connection's error is the news.
       fail(dataError && !(res instanceof FTPError) ? dataError : res);
@@ -113,6 +184,42 @@ export async function runTransfer(
     if (res.code === 150 || res.code === 125) {
       if (started) return;
       started = true;
+      if (own) {
+        // Our own data connection (pipelined): basic-ftp's from here on, as if it had opened it.
+        own.then(
+          (socket) => {
+            if (settled) return;
+            ftp.dataSocket = socket;
+            startData();
+          },
+          () => undefined, // failOutOfStep already
+        );
+        return;
+      }
+      startData();
+      return;
+    }
+    if (res.code >= 200 && res.code < 300) {
+      // "Complete", but the data connection failed on our side: whether all of it arrived is unknown.
+      if (dataError) {
+        fail(dataError);
+        return;
+      }
+      reply = res;
+      // A server may answer 226 without ever opening the data connection (an empty listing).
+      if (!started) dataDone = true;
+      tryResolve();
+      return;
+    }
+    if (res.code >= 300 && res.code < 400) {
+      const err = new Error(`Unexpected FTP response is requesting an answer: ${res.message}`);
+      fail(err);
+      ftp.closeWithError(err);
+    }
+    // Other preliminary replies (1xx) are informational.
+
+    /** The server has accepted the command (150): the data flows. */
+    function startData(): void {
       const socket = ftp.dataSocket;
       if (!socket) {
         fail(new Error('the server started a transfer but no data connection is open'));
@@ -152,26 +259,77 @@ export async function runTransfer(
       } else {
         begin();
       }
-      return;
     }
-    if (res.code >= 200 && res.code < 300) {
-      // "Complete", but the data connection failed on our side: whether all of it arrived is unknown.
-      if (dataError) {
-        fail(dataError);
+  });
+  if (pipelined) {
+    // The task is registered (its handler takes the replies in order); now the three commands leave
+    // in one write. `command` and the REST offset come from the adapter, checked for line breaks.
+    ftp.socket.write(
+      `EPSV\r\n${restAt !== undefined ? `REST ${restAt}\r\n` : ''}${command}\r\n`,
+      ftp.encoding,
+    );
+  }
+  return transfer;
+}
+
+/**
+ * A pipelined EPSV or REST was refused (or its reply made no sense): nothing was transferred, the
+ * connection is closed, and the same transfer sent one command at a time will say what the server
+ * really thinks.
+ */
+export class PipelineRefused extends Error {
+  constructor(
+    readonly command: 'EPSV' | 'REST',
+    reply: string,
+  ) {
+    super(
+      `the server answered the pipelined ${command} with "${reply.trim()}"; sending one command at a time`,
+    );
+    this.name = 'PipelineRefused';
+  }
+}
+
+/** The port of an EPSV reply (`229 Entering Extended Passive Mode (|||6446|)`), 0 when there is none. */
+function epsvPort(message: string): number {
+  const port = Number(/\(([^\d])\1\1(\d+)\1\)/.exec(message)?.[2]);
+  return Number.isInteger(port) && port > 0 && port < 65536 ? port : 0;
+}
+
+/**
+ * A passive data connection opened by dts, as basic-ftp's `connectForPassiveTransfer` opens one (TLS
+ * on top when the control connection has it, resuming its session, as servers require), but not
+ * handed to the FTPContext until the server has accepted the command: basic-ftp closes the whole
+ * client on any error of its data socket, and a connection the server never takes must not do that.
+ */
+function openDataConnection(ftp: FTPContext, host: string, port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const raw = new Socket();
+    const onError = (err: Error) => {
+      err.message = `cannot open the data connection (passive mode, port ${port}): ${err.message}`;
+      raw.destroy();
+      reject(err);
+    };
+    raw.setTimeout(ftp.timeout);
+    raw.once('error', onError);
+    raw.once('timeout', () => onError(new Error(`no connection within ${ftp.timeout} ms`)));
+    raw.connect({ port, host, ...(ftp.ipFamily !== undefined ? { family: ftp.ipFamily } : {}) }, () => {
+      raw.setTimeout(0);
+      raw.removeListener('error', onError);
+      raw.removeAllListeners('timeout');
+      if (!(ftp.socket instanceof TLSSocket)) {
+        resolve(raw);
         return;
       }
-      reply = res;
-      // A server may answer 226 without ever opening the data connection (an empty listing).
-      if (!started) dataDone = true;
-      tryResolve();
-      return;
-    }
-    if (res.code >= 300 && res.code < 400) {
-      const err = new Error(`Unexpected FTP response is requesting an answer: ${res.message}`);
-      fail(err);
-      ftp.closeWithError(err);
-    }
-    // Other preliminary replies (1xx) are informational.
+      const secure = tlsConnect({
+        ...ftp.tlsOptions,
+        socket: raw,
+        session: ftp.tlsSessionStore ?? ftp.socket.getSession(),
+      });
+      secure.on('session', (session: Buffer) => {
+        ftp.tlsSessionStore = session;
+      });
+      resolve(secure);
+    });
   });
 }
 
