@@ -16,6 +16,8 @@
  * DTS_BENCH_CASES=file-up,file-down,tree-up,tree-down, DTS_BENCH_BIG_MIB (default 1024; smaller for a
  * quick check of the harness), DTS_BENCH_TOOLS=dts,rclone,peer (a subset while iterating on dts),
  * DTS_BENCH_CPU_PROF=DIR (dts runs under `node --cpu-prof --cpu-prof-dir=DIR`, one .cpuprofile a run),
+ * DTS_BENCH_RTT_MS=N (sftp, webdav and http through a proxy that adds N ms of round trip: a link
+ * with latency; ftp is left out then, its data connections would bypass the proxy),
  * DTS_BENCH_BASELINE=DIR (another built copy of this repo, run beside dts as `dts-base`: an A/B of a
  * change in one run, which on a noisy machine is the only comparison that means anything).
  */
@@ -27,6 +29,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import ts from 'typescript';
+import { startDelayProxy } from './delay-proxy.js';
 import { have, measureAsync as measure, median, runningGroups } from './measure.js';
 
 const run = promisify(execFile);
@@ -51,7 +54,12 @@ export async function protocols() {
   const rounds = Number(process.env.DTS_BENCH_ROUNDS ?? 1);
   const bigMiB = Number(process.env.DTS_BENCH_BIG_MIB ?? 1024);
   const bigBytes = bigMiB * MiB;
-  const wantedProtocols = listEnv('DTS_BENCH_PROTOCOLS', ALL_PROTOCOLS);
+  const rttMs = Number(process.env.DTS_BENCH_RTT_MS ?? 0);
+  const wantedProtocols = listEnv('DTS_BENCH_PROTOCOLS', ALL_PROTOCOLS).filter((p) => {
+    if (rttMs > 0 && p === 'ftp')
+      console.log('DTS_BENCH_RTT_MS: ftp left out (its data connections would bypass the proxy)');
+    return !(rttMs > 0 && p === 'ftp');
+  });
   const wantedCases = listEnv('DTS_BENCH_CASES', ALL_CASES);
   const wantedTools = listEnv('DTS_BENCH_TOOLS', ALL_TOOLS);
   const cpuProf = process.env.DTS_BENCH_CPU_PROF;
@@ -118,8 +126,24 @@ export async function protocols() {
     ]);
     for (const s of starting) if (s.status === 'fulfilled' && s.value) servers.push(s.value);
     for (const s of starting) if (s.status === 'rejected') throw s.reason;
-    const [sshd, ftpd, apache] = starting.map((s) => s.value);
+    let [sshd, ftpd, apache] = starting.map((s) => s.value);
     stopIfInterrupted();
+    if (rttMs > 0) {
+      // Every tool reaches sshd and Apache through a proxy that holds each direction rttMs / 2.
+      console.log(
+        `every sftp, webdav and http connection goes through a proxy adding ${rttMs} ms of round trip`,
+      );
+      if (sshd) {
+        const proxy = await startDelayProxy(sshd.port, rttMs);
+        servers.push({ stop: proxy.close });
+        sshd = { ...sshd, port: proxy.port };
+      }
+      if (apache) {
+        const proxy = await startDelayProxy(apache.port, rttMs);
+        servers.push({ stop: proxy.close });
+        apache = { ...apache, port: proxy.port, origin: `http://127.0.0.1:${proxy.port}` };
+      }
+    }
 
     const rcloneEnv = { ...process.env };
     const remotes = {};
