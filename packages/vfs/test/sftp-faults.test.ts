@@ -20,9 +20,11 @@ import {
   sftpAdapterFactory,
   type TransferError,
 } from '@dts/vfs';
+import type { SFTPWrapper } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CutProxy, freePort, tempDir } from '../../../test/servers/common.js';
 import { type SshdServer, sshdSkipReason, startSshd } from '../../../test/servers/sshd.js';
+import { widenWindow } from '../src/sftp/session.js';
 
 const skip = sshdSkipReason();
 const MiB = 1024 * 1024;
@@ -362,6 +364,38 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
       await adapter.copy?.(posix.join(d, 'a.bin'), posix.join(d, 'b.bin'));
       expect(counter.bytes.up + counter.bytes.down, 'bytes over the connection').toBeLessThan(64 * 1024);
       expect(sha256(await readFile(posix.join(d, 'b.bin')))).toBe(sha256(data));
+    });
+
+    it("the SFTP channel's receive window stays at 16 MiB through a download (the ssh2 internals widenWindow needs are there)", async () => {
+      const d = await dir('window');
+      const data = randomBytes(8 * MiB);
+      await hostFile(posix.join(d, 'w.bin'), data);
+      const { Client } = createRequire(import.meta.url)('ssh2') as typeof import('ssh2');
+      const client = new Client();
+      await new Promise<void>((resolve, reject) => {
+        client.once('ready', () => resolve());
+        client.once('error', reject);
+        client.connect({ host: '127.0.0.1', port: server.port, username: server.user, privateKey });
+      });
+      try {
+        const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
+          client.sftp((err, s) => (err ? reject(err) : resolve(s))),
+        );
+        const channel = sftp as unknown as { incoming?: { window: number } };
+        // ssh2's own window: 2 MiB, less the SFTP handshake. An ssh2 whose channel looks different fails here, loudly.
+        expect(channel.incoming?.window).toBeGreaterThan(MiB);
+        expect(channel.incoming?.window).toBeLessThanOrEqual(2 * MiB);
+        widenWindow(sftp, 16 * MiB);
+        expect(channel.incoming?.window).toBe(16 * MiB);
+        const got = await new Promise<Buffer>((resolve, reject) =>
+          sftp.readFile(posix.join(d, 'w.bin'), (err, b) => (err ? reject(err) : resolve(b))),
+        );
+        expect(sha256(got)).toBe(sha256(data));
+        // 8 MiB came in: with ssh2's top-up alone the window would now be under 2 MiB.
+        expect(channel.incoming?.window).toBeGreaterThanOrEqual(12 * MiB);
+      } finally {
+        client.end();
+      }
     });
 
     it('a 64 MiB upload and download through the pipeline are byte-exact (throughput logged)', async () => {

@@ -333,7 +333,7 @@ interface ChannelWindow {
  * ssh2's own top-up (below 1 MiB) never comes into play. Uses ssh2 1.x internals, checked first:
  * with another shape nothing changes.
  */
-function widenWindow(sftp: SFTPWrapper, target: number): void {
+export function widenWindow(sftp: SFTPWrapper, target: number): void {
   const channel = sftp as unknown as ChannelWindow;
   const incoming = channel.incoming;
   const outgoing = channel.outgoing;
