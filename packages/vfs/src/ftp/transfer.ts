@@ -88,7 +88,6 @@ export async function runTransfer(
     : [];
   /** Pipelined: the data connection dts opens itself on the 229, handed to basic-ftp at the 150. */
   let own: Promise<Socket> | undefined;
-  let ownSocket: Socket | undefined;
   const watchdog = new Watchdog();
   let started = false;
   let dataDone = false;
@@ -111,7 +110,6 @@ export async function runTransfer(
     };
     /** A data connection of our own that never reached basic-ftp is ours to close. */
     const dropOwn = () => {
-      if (own && ownSocket && ftp.dataSocket !== ownSocket) ownSocket.destroy();
       own?.then(
         (socket) => {
           if (ftp.dataSocket !== socket) socket.destroy();
@@ -162,17 +160,8 @@ export async function runTransfer(
       }
       if (step === 'EPSV') {
         own = openDataConnection(ftp, host as string, port);
-        own.then(
-          (socket) => {
-            ownSocket = socket;
-          },
-          (err: Error) => {
-            // The server waits for this connection before it answers the command: out of step.
-            failOutOfStep(err);
-          },
-        );
-        const socket = own;
-        socket.catch(() => undefined);
+        // The server waits for this connection before it answers the command: out of step without it.
+        own.catch((err: Error) => failOutOfStep(err));
       }
       return;
     }
