@@ -15,6 +15,7 @@ import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, tempDir, waitForPort } from '../../../test/servers/common.js';
@@ -162,6 +163,8 @@ api:
   });
 
   it('listens on https only, says so, and the client trusts it only with DTS_CA_FILE', async () => {
+    // The port can open before the child's stdout reaches this process: wait for the line itself.
+    for (let i = 0; i < 100 && !api.log().includes('API on'); i++) await sleep(50);
     expect(api.log()).toContain(`dts api: API on https://127.0.0.1:${port}`);
     expect(api.log()).toContain('2 API token(s)');
     const untrusted = await dts(['workers', '--api', url], { DTS_API_TOKEN: alice });

@@ -1,15 +1,17 @@
-import { once, setMaxListeners } from 'node:events';
-import { PassThrough, Readable } from 'node:stream';
+import { setMaxListeners } from 'node:events';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Credential, DataCopySpec, DataLocation, JobSpec } from '@dts/document';
 import {
   type Adapter,
   type AdapterRegistry,
+  chunksOf,
   classifySystemError,
   type Entry,
   type ResolvedLocation,
   TransferError,
 } from '@dts/vfs';
+import { Channel } from './channel.js';
 import { createChecksum, type StreamingChecksum } from './checksum.js';
 import type {
   CopyResult,
@@ -738,10 +740,10 @@ class CopyRun {
     }
     /** What progress events say of the size: the listed one, else the reported one once known. */
     const eventSize = entry.sizeUnknown ? reported : entry.size;
-    const pipes = pending.map(() => new PassThrough({ highWaterMark: FANOUT_BUFFER }));
+    const pipes = pending.map(() => new Channel(FANOUT_BUFFER));
     const writes = pending.map((t, i) =>
       t.sink.loc.adapter
-        .write(t.temp, pipes[i] as PassThrough, {
+        .write(t.temp, pipes[i] as Channel, {
           ...this.writePosition(t, offset),
           signal: attemptAbort.signal,
         })
@@ -758,7 +760,7 @@ class CopyRun {
       let lastProgress = Date.now();
       let lastBytes = written;
       let skip = overlap;
-      for await (const raw of input as AsyncIterable<Buffer>) {
+      for await (const raw of chunksOf(input)) {
         let chunk = raw;
         if (skip > 0 && expectTail) {
           const n = Math.min(skip, chunk.length);
@@ -779,7 +781,7 @@ class CopyRun {
         // source rather than letting a fast sink's buffer (or ours) grow without bound.
         const waits: Promise<unknown>[] = [];
         for (const p of pipes)
-          if (!p.write(chunk)) waits.push(once(p, 'drain', { signal: attemptAbort.signal }));
+          if (!p.write(chunk)) waits.push(p.drained(attemptAbort.signal));
         if (waits.length > 0) await Promise.all(waits);
         const now = Date.now();
         if (now - lastProgress >= this.progressIntervalMs) {

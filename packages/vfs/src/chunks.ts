@@ -1,0 +1,150 @@
+import type { Readable } from 'node:stream';
+
+/** Bytes waiting in a `chunksOf` queue before the stream is paused. */
+const QUEUE_BYTES = 512 * 1024;
+
+/**
+ * The chunks of a byte stream one by one, as the stream produced them.
+ *
+ * Node's own async iterator (`for await` over a Readable) calls `read()`, which joins everything the
+ * stream has buffered into one new Buffer: a copy of the data whenever the consumer is slower than
+ * the producer (a 1 GiB download into a file copied most of its bytes once more that way). This takes
+ * the chunks from `'data'` events instead, pausing the stream while more than `queueBytes` wait.
+ *
+ * Ends and fails as Node's iterator does: done at `'end'`, the stream's error when it fails, a
+ * premature-close error when it closes before its end; leaving early (`return`, a `break` out of
+ * `for await`) destroys the stream.
+ */
+export function chunksOf(stream: Readable, queueBytes = QUEUE_BYTES): AsyncIterableIterator<Buffer> {
+  return new ChunkIterator(stream, queueBytes);
+}
+
+class ChunkIterator implements AsyncIterableIterator<Buffer> {
+  private readonly queue: Buffer[] = [];
+  private head = 0;
+  private queued = 0;
+  private ended = false;
+  private failure: Error | undefined;
+  private waiting: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void } | undefined;
+  private paused = false;
+
+  constructor(
+    private readonly stream: Readable,
+    private readonly queueBytes: number,
+  ) {
+    if (stream.readableEnded) {
+      this.ended = true;
+      return;
+    }
+    if (stream.errored) {
+      this.failure = stream.errored;
+      return;
+    }
+    if (stream.destroyed) {
+      this.failure = prematureClose();
+      return;
+    }
+    stream.on('data', this.onData);
+    stream.on('end', this.onEnd);
+    stream.on('error', this.onError);
+    stream.on('close', this.onClose);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Buffer>> {
+    if (this.head < this.queue.length) {
+      const chunk = this.queue[this.head] as Buffer;
+      this.queue[this.head++] = EMPTY;
+      this.queued -= chunk.length;
+      if (this.head === this.queue.length) {
+        this.queue.length = 0;
+        this.head = 0;
+      }
+      if (this.paused && this.queued < this.queueBytes) {
+        this.paused = false;
+        this.stream.resume();
+      }
+      return Promise.resolve({ done: false, value: chunk });
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<Buffer>> {
+    this.detach();
+    if (!this.ended && !this.stream.destroyed) this.stream.destroy();
+    this.ended = true;
+    this.queue.length = 0;
+    this.head = 0;
+    this.queued = 0;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  private readonly onData = (chunk: Buffer | string): void => {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    const w = this.waiting;
+    if (w) {
+      this.waiting = undefined;
+      w.resolve({ done: false, value: buf });
+      return;
+    }
+    this.queue.push(buf);
+    this.queued += buf.length;
+    if (!this.paused && this.queued >= this.queueBytes) {
+      this.paused = true;
+      this.stream.pause();
+    }
+  };
+
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.detach();
+    this.settle();
+  };
+
+  private readonly onError = (err: Error): void => {
+    this.failure ??= err;
+    this.detach();
+    this.settle();
+  };
+
+  private readonly onClose = (): void => {
+    // 'close' after 'end' or 'error' is handled there; a close without either is a premature end.
+    if (this.ended || this.failure) return;
+    this.failure = this.stream.errored ?? prematureClose();
+    this.detach();
+    this.settle();
+  };
+
+  /** Answers a waiting `next` once the stream has ended or failed (queued chunks go first). */
+  private settle(): void {
+    const w = this.waiting;
+    if (!w) return;
+    this.waiting = undefined;
+    if (this.failure) w.reject(this.failure);
+    else w.resolve({ done: true, value: undefined });
+  }
+
+  private detach(): void {
+    this.stream.off('data', this.onData);
+    this.stream.off('end', this.onEnd);
+    this.stream.off('close', this.onClose);
+    // An 'error' after this point (a destroy with an error) must still find a listener.
+    this.stream.off('error', this.onError);
+    this.stream.on('error', ignore);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function ignore(): void {}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+}
