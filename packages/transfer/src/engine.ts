@@ -780,8 +780,7 @@ class CopyRun {
         // Fan-out with back-pressure: wait until every sink has room, so a slow sink slows the
         // source rather than letting a fast sink's buffer (or ours) grow without bound.
         const waits: Promise<unknown>[] = [];
-        for (const p of pipes)
-          if (!p.write(chunk)) waits.push(p.drained(attemptAbort.signal));
+        for (const p of pipes) if (!p.write(chunk)) waits.push(p.drained(attemptAbort.signal));
         if (waits.length > 0) await Promise.all(waits);
         const now = Date.now();
         if (now - lastProgress >= this.progressIntervalMs) {

@@ -12,7 +12,7 @@ describe('Channel (the engine → sink pipe)', () => {
     const got: Buffer[] = [];
     for await (const b of c) got.push(b);
     expect(got).toHaveLength(3);
-    got.forEach((b, i) => expect(b).toBe(parts[i]));
+    for (const [i, b] of got.entries()) expect(b).toBe(parts[i]);
   });
 
   it('answers a reader that waits as soon as a chunk is written', async () => {

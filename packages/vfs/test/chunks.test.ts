@@ -15,7 +15,7 @@ describe('chunksOf', () => {
     const got: Buffer[] = [];
     for await (const c of chunksOf(stream)) got.push(c);
     expect(got.length).toBe(parts.length);
-    got.forEach((c, i) => expect(c).toBe(parts[i]));
+    for (const [i, c] of got.entries()) expect(c).toBe(parts[i]);
   });
 
   it('pauses a stream that runs ahead of its reader and resumes it as the reader catches up', async () => {
