@@ -24,7 +24,7 @@ import type { SFTPWrapper } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CutProxy, freePort, tempDir } from '../../../test/servers/common.js';
 import { type SshdServer, sshdSkipReason, startSshd } from '../../../test/servers/sshd.js';
-import { widenWindow } from '../src/sftp/session.js';
+import { widenWindow, zeroCopyRead } from '../src/sftp/session.js';
 
 const skip = sshdSkipReason();
 const MiB = 1024 * 1024;
@@ -393,6 +393,51 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
         expect(sha256(got)).toBe(sha256(data));
         // 8 MiB came in: with ssh2's top-up alone the window would now be under 2 MiB.
         expect(channel.incoming?.window).toBeGreaterThanOrEqual(12 * MiB);
+      } finally {
+        client.end();
+      }
+    });
+
+    it('READs are answered with the packets ssh2 assembled, not copied (the ssh2 internals zeroCopyRead needs are there)', async () => {
+      const d = await dir('zero-copy');
+      const data = randomBytes(MiB + 1000);
+      await hostFile(posix.join(d, 'z.bin'), data);
+      const { Client } = createRequire(import.meta.url)('ssh2') as typeof import('ssh2');
+      const client = new Client();
+      await new Promise<void>((resolve, reject) => {
+        client.once('ready', () => resolve());
+        client.once('error', reject);
+        client.connect({ host: '127.0.0.1', port: server.port, username: server.user, privateKey });
+      });
+      try {
+        const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
+          client.sftp((err, s) => (err ? reject(err) : resolve(s))),
+        );
+        const handle = await new Promise<Buffer>((resolve, reject) =>
+          sftp.open(posix.join(d, 'z.bin'), 'r', (err, h) => (err ? reject(err) : resolve(h))),
+        );
+        // Ten READs in flight at once, the last past the end (EOF): each gets its own bytes.
+        const size = 128 * 1024;
+        const answers: Promise<Buffer>[] = [];
+        const rewired: boolean[] = [];
+        for (let i = 0; i < 10; i++) {
+          answers.push(
+            new Promise((resolve, reject) => {
+              rewired.push(
+                zeroCopyRead(sftp, handle, size, i * size, (err, b) =>
+                  err ? reject(err) : resolve(b as Buffer),
+                ),
+              );
+            }),
+          );
+        }
+        const got = await Promise.all(answers);
+        // An ssh2 whose request table looks different fails here, loudly (the reads would still be right, copied).
+        expect(rewired.every(Boolean)).toBe(true);
+        expect(got.slice(8).map((b) => b.length)).toEqual([1000, 0]);
+        expect(sha256(Buffer.concat(got))).toBe(sha256(data));
+        // Distinct memory per answer: none is a view of one buffer shared between requests.
+        expect(new Set(got.slice(0, 9).map((b) => b.buffer)).size).toBe(9);
       } finally {
         client.end();
       }

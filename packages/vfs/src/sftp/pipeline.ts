@@ -34,9 +34,9 @@ export interface PipelineOptions {
 interface ReadRequest {
   readonly offset: number;
   readonly length: number;
-  readonly buffer: Buffer;
   done: boolean;
-  bytes: number;
+  /** The bytes the answer brought (empty at EOF). */
+  data: Buffer;
   error: unknown;
 }
 
@@ -90,8 +90,8 @@ export class SftpReadStream extends Readable {
       // Past the size known at open, one READ at a time: it is usually the one that finds EOF.
       const beyond = this.next >= this.end;
       if (beyond && this.queue.some((r) => r.offset >= this.end)) return;
-      // The READ past the known end nearly always finds EOF: a small buffer for it, not a full
-      // request's (a 255 KiB allocation per small file was most of a tree download's GC work).
+      // The READ past the known end nearly always finds EOF: it asks for little (a file that grew
+      // since it was opened is then read on at full size).
       const length = beyond
         ? this.grew
           ? requestBytes
@@ -103,26 +103,15 @@ export class SftpReadStream extends Readable {
   }
 
   private send(offset: number, length: number, first: boolean): void {
-    const req: ReadRequest = {
-      offset,
-      length,
-      buffer: Buffer.allocUnsafe(length),
-      done: false,
-      bytes: 0,
-      error: undefined,
-    };
+    const req: ReadRequest = { offset, length, done: false, data: EMPTY, error: undefined };
     if (first) this.queue.unshift(req);
     else this.queue.push(req);
-    this.session.request<number>(
-      (cb) =>
-        this.session.sftp.read(this.handle, req.buffer, 0, length, offset, (err, bytes) => cb(err, bytes)),
-      (err, bytes) => {
-        req.done = true;
-        req.error = err;
-        req.bytes = bytes ?? 0;
-        this.deliver();
-      },
-    );
+    this.session.read(this.handle, length, offset, (err, data) => {
+      req.done = true;
+      req.error = err;
+      if (data) req.data = data;
+      this.deliver();
+    });
   }
 
   /** Pushes completed requests in file order, up to the first still outstanding. */
@@ -135,23 +124,23 @@ export class SftpReadStream extends Readable {
         this.destroy(classifySftpError(head.error, this.options.url));
         return;
       }
-      if (head.bytes === 0) {
+      const bytes = head.data.length;
+      if (bytes === 0) {
         // EOF (ssh2 reports SSH_FX_EOF as 0 bytes): whatever is still in flight lies beyond it.
         this.finished = true;
         this.queue.length = 0;
         this.push(null);
         return;
       }
-      if (head.offset + head.bytes > this.end) {
-        this.end = head.offset + head.bytes;
+      if (head.offset + bytes > this.end) {
+        this.end = head.offset + bytes;
         this.grew = true;
       }
-      if (head.bytes < head.length) {
+      if (bytes < head.length) {
         // A short read: ask for the rest before anything after it.
-        this.send(head.offset + head.bytes, head.length - head.bytes, true);
+        this.send(head.offset + bytes, head.length - bytes, true);
       }
-      const chunk = head.bytes === head.length ? head.buffer : head.buffer.subarray(0, head.bytes);
-      if (!this.push(chunk)) this.paused = true;
+      if (!this.push(head.data)) this.paused = true;
     }
     this.issue();
   }
