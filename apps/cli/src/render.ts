@@ -160,10 +160,13 @@ export class PlainRenderer extends BaseRenderer {
 
   protected render(event: TransferEvent, before: InFlight | undefined): void {
     if (event.type === 'file.state') {
+      const toStderr = event.state === 'Failed' || event.state === 'Transferring';
+      // --quiet: a finished file's line is not shown, so not made either (a cost per file).
+      if (!toStderr && this.options.quiet) return;
       const line = this.fileLine(event, before);
       if (!line) return;
-      if (event.state === 'Failed' || event.state === 'Transferring') this.options.stderr.write(`${line}\n`);
-      else if (!this.options.quiet) this.options.stdout.write(`${line}\n`);
+      if (toStderr) this.options.stderr.write(`${line}\n`);
+      else this.options.stdout.write(`${line}\n`);
       return;
     }
     const copy = this.copyLine(event);

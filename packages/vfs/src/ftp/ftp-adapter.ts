@@ -290,19 +290,13 @@ export class FtpAdapter implements Adapter {
       const start = new Promise<void>((resolve) => {
         started = resolve;
       });
-      const transfer = runTransfer(
-        client,
-        `RETR ${p}`,
-        'download',
-        (socket) => pipeline(socket, stream.sink),
-        {
-          restAt: offset,
-          timeoutMs: this.timeoutMs,
-          pipelining: this.pipelining,
-          onPipelineRefused: () => this.stopPipelining(),
-          onStart: () => started(),
-        },
-      );
+      const transfer = runTransfer(client, `RETR ${p}`, 'download', (socket) => stream.receive(socket), {
+        restAt: offset,
+        timeoutMs: this.timeoutMs,
+        pipelining: this.pipelining,
+        onPipelineRefused: () => this.stopPipelining(),
+        onStart: () => started(),
+      });
       // An abort stops the transfer (closing its connection, if still ours) and fails the stream, also
       // when the transfer is complete but the consumer has not read everything yet.
       const onAbort = () => {
@@ -790,17 +784,11 @@ export class FtpAdapter implements Adapter {
       `.${posix.basename(p)}.dtstrunc-${randomBytes(4).toString('hex')}`,
     );
     const prefix = new DownloadStream(() => reader.client.close());
-    const retr = runTransfer(
-      reader.client,
-      `RETR ${p}`,
-      'download',
-      (socket) => pipeline(socket, prefix.sink),
-      {
-        timeoutMs: this.timeoutMs,
-        pipelining: this.pipelining,
-        onPipelineRefused: () => this.stopPipelining(),
-      },
-    );
+    const retr = runTransfer(reader.client, `RETR ${p}`, 'download', (socket) => prefix.receive(socket), {
+      timeoutMs: this.timeoutMs,
+      pipelining: this.pipelining,
+      onPipelineRefused: () => this.stopPipelining(),
+    });
     const retrDone = retr.then(
       () => prefix.finish(),
       (err: unknown) => prefix.destroy(this.classify(err, p)),

@@ -19,7 +19,7 @@
  * time, the data connection's own error is.
  */
 import { Socket } from 'node:net';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { type Client, enterPassiveModeIPv6, type FTPContext, FTPError, type FTPResponse } from 'basic-ftp';
 
@@ -398,7 +398,6 @@ class Watchdog {
  * server's final 226 reply, does; a transfer cut short fails it instead (`destroy(err)`).
  */
 export class DownloadStream extends Readable {
-  readonly sink: Writable;
   /** Bytes received so far. */
   received = 0;
   private waiting: (() => void) | undefined;
@@ -409,18 +408,39 @@ export class DownloadStream extends Readable {
     // A network failure can come before the consumer listens: without a listener the 'error' event
     // would crash the process. The error is kept (`errored`) and still thrown to whoever reads.
     this.on('error', () => undefined);
-    this.sink = new Writable({
-      highWaterMark: 64 * 1024,
-      write: (chunk: Buffer, _encoding, callback) => {
-        if (this.destroyed) {
-          callback();
-          return;
-        }
+  }
+
+  /**
+   * Takes the data connection's bytes until it ends: resolves at its end, rejects when it fails or
+   * closes before it. The connection is paused while the consumer is behind. (What `pipeline(socket,
+   * writable)` did, without a Writable, an AbortController and an AbortError per file: a 2,000-file
+   * download spent ~80 ms of its main thread on those alone.) Bytes that come after the stream was
+   * destroyed are dropped; the transfer still waits for the server's reply.
+   */
+  receive(socket: Socket): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onData = (chunk: Buffer) => {
+        if (this.destroyed) return;
         this.received += chunk.length;
-        if (this.push(chunk)) callback();
-        else this.waiting = callback;
-      },
-      final: (callback) => callback(),
+        if (!this.push(chunk)) {
+          socket.pause();
+          this.waiting = () => socket.resume();
+        }
+      };
+      const settle = (err?: Error) => {
+        socket.off('data', onData);
+        socket.off('end', onEnd);
+        socket.off('error', settle);
+        socket.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onEnd = () => settle();
+      const onClose = () => settle(prematureClose());
+      socket.on('data', onData);
+      socket.once('end', onEnd);
+      socket.once('error', settle);
+      socket.once('close', onClose);
     });
   }
 
@@ -450,4 +470,8 @@ export class DownloadStream extends Readable {
     if (!this.completed) this.onAbandon();
     callback(err);
   }
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
