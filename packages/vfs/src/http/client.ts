@@ -331,9 +331,13 @@ export class HttpClient {
     }
   }
 
-  /** The masked URL of a path, as messages show it (`webdav://alice@host/a%20b`). */
+  /**
+   * The URL of a path as messages show it (`webdav://alice@host/a%20b`). Nothing to mask: the
+   * authority holds no password (the user name is percent-encoded, so no `:` in it) and every path
+   * segment is percent-encoded (so no `?` query). Made for every request: no URL parse here.
+   */
   displayUrl(path: string): string {
-    return maskUrl(`${this.displayScheme}://${this.displayAuthority}${encodePath(path)}`);
+    return `${this.displayScheme}://${this.displayAuthority}${encodePath(path)}`;
   }
 
   url(path: string, directory = false): URL {
