@@ -1,3 +1,5 @@
+import { prematureClose } from '@dts/vfs';
+
 /**
  * The engine's pipe from a source's read to one sink's write: the chunks as they were read (never
  * joined into new Buffers, as a PassThrough read by `for await` would), with back-pressure. One per
@@ -115,7 +117,3 @@ export class Channel implements AsyncIterableIterator<Buffer> {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-function prematureClose(): Error {
-  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-}

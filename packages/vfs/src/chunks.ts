@@ -145,6 +145,7 @@ const EMPTY = Buffer.alloc(0);
 
 function ignore(): void {}
 
-function prematureClose(): Error {
+/** The error Node's streams give a stream that closed before its end (classified `XFR_NETWORK`). */
+export function prematureClose(): Error {
   return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }

@@ -22,6 +22,7 @@ import { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { type Client, enterPassiveModeIPv6, type FTPContext, FTPError, type FTPResponse } from 'basic-ftp';
+import { prematureClose } from '../chunks.js';
 
 export type Direction = 'download' | 'upload';
 
@@ -470,8 +471,4 @@ export class DownloadStream extends Readable {
     if (!this.completed) this.onAbandon();
     callback(err);
   }
-}
-
-function prematureClose(): Error {
-  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
