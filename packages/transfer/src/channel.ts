@@ -1,4 +1,4 @@
-import { prematureClose } from '@dts/vfs';
+import { ChunkQueue, prematureClose } from '@dts/vfs';
 
 /**
  * The engine's pipe from a source's read to one sink's write: the chunks as they were read (never
@@ -9,9 +9,7 @@ import { prematureClose } from '@dts/vfs';
  * Consumer: `next`; `return` (the sink stopped reading) drops what waits and what is written after.
  */
 export class Channel implements AsyncIterableIterator<Buffer> {
-  private readonly queue: Buffer[] = [];
-  private head = 0;
-  private queued = 0;
+  private readonly queue = new ChunkQueue();
   private ended = false;
   private closed = false;
   private failure: Error | undefined;
@@ -30,13 +28,12 @@ export class Channel implements AsyncIterableIterator<Buffer> {
       return true;
     }
     this.queue.push(chunk);
-    this.queued += chunk.length;
-    return this.queued < this.limit;
+    return this.queue.bytes < this.limit;
   }
 
   /** Resolves once the sink has taken enough to be under `limit` again (or stopped reading, or the channel failed). */
   drained(signal?: AbortSignal): Promise<void> {
-    if (this.queued < this.limit || this.closed || this.failure) return Promise.resolve();
+    if (this.queue.bytes < this.limit || this.closed || this.failure) return Promise.resolve();
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const onAbort = () => reject(signal?.reason);
@@ -62,9 +59,7 @@ export class Channel implements AsyncIterableIterator<Buffer> {
       return;
     }
     this.failure ??= err ?? prematureClose();
-    this.queue.length = 0;
-    this.head = 0;
-    this.queued = 0;
+    this.queue.clear();
     this.settle();
     this.release();
   }
@@ -74,15 +69,9 @@ export class Channel implements AsyncIterableIterator<Buffer> {
   }
 
   next(): Promise<IteratorResult<Buffer>> {
-    if (this.head < this.queue.length) {
-      const chunk = this.queue[this.head] as Buffer;
-      this.queue[this.head++] = EMPTY;
-      this.queued -= chunk.length;
-      if (this.head === this.queue.length) {
-        this.queue.length = 0;
-        this.head = 0;
-      }
-      if (this.drainWaiters.length > 0 && this.queued < this.limit) this.release();
+    const chunk = this.queue.shift();
+    if (chunk) {
+      if (this.drainWaiters.length > 0 && this.queue.bytes < this.limit) this.release();
       return Promise.resolve({ done: false, value: chunk });
     }
     if (this.failure) return Promise.reject(this.failure);
@@ -94,9 +83,7 @@ export class Channel implements AsyncIterableIterator<Buffer> {
 
   return(): Promise<IteratorResult<Buffer>> {
     this.closed = true;
-    this.queue.length = 0;
-    this.head = 0;
-    this.queued = 0;
+    this.queue.clear();
     this.release();
     return Promise.resolve({ done: true, value: undefined });
   }
@@ -115,5 +102,3 @@ export class Channel implements AsyncIterableIterator<Buffer> {
     for (const wake of waiters) wake();
   }
 }
-
-const EMPTY = Buffer.alloc(0);

@@ -3,6 +3,35 @@ import type { Readable } from 'node:stream';
 /** Bytes waiting in a `chunksOf` queue before the stream is paused. */
 const QUEUE_BYTES = 512 * 1024;
 
+/** Chunks waiting for a consumer, first in first out, with their total size. */
+export class ChunkQueue {
+  private items: Buffer[] = [];
+  private head = 0;
+  /** Bytes queued. */
+  bytes = 0;
+
+  push(chunk: Buffer): void {
+    this.items.push(chunk);
+    this.bytes += chunk.length;
+  }
+
+  /** The oldest chunk; undefined when empty. */
+  shift(): Buffer | undefined {
+    if (this.head === this.items.length) return undefined;
+    const chunk = this.items[this.head] as Buffer;
+    this.items[this.head++] = EMPTY; // no reference kept to what was handed out
+    this.bytes -= chunk.length;
+    if (this.head === this.items.length) this.clear();
+    return chunk;
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+    this.bytes = 0;
+  }
+}
+
 /**
  * The chunks of a byte stream one by one, as the stream produced them.
  *
@@ -20,9 +49,7 @@ export function chunksOf(stream: Readable, queueBytes = QUEUE_BYTES): AsyncItera
 }
 
 class ChunkIterator implements AsyncIterableIterator<Buffer> {
-  private readonly queue: Buffer[] = [];
-  private head = 0;
-  private queued = 0;
+  private readonly queue = new ChunkQueue();
   private ended = false;
   private failure: Error | undefined;
   private waiting: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void } | undefined;
@@ -55,15 +82,9 @@ class ChunkIterator implements AsyncIterableIterator<Buffer> {
   }
 
   next(): Promise<IteratorResult<Buffer>> {
-    if (this.head < this.queue.length) {
-      const chunk = this.queue[this.head] as Buffer;
-      this.queue[this.head++] = EMPTY;
-      this.queued -= chunk.length;
-      if (this.head === this.queue.length) {
-        this.queue.length = 0;
-        this.head = 0;
-      }
-      if (this.paused && this.queued < this.queueBytes) {
+    const chunk = this.queue.shift();
+    if (chunk) {
+      if (this.paused && this.queue.bytes < this.queueBytes) {
         this.paused = false;
         this.stream.resume();
       }
@@ -80,9 +101,7 @@ class ChunkIterator implements AsyncIterableIterator<Buffer> {
     this.detach();
     if (!this.ended && !this.stream.destroyed) this.stream.destroy();
     this.ended = true;
-    this.queue.length = 0;
-    this.head = 0;
-    this.queued = 0;
+    this.queue.clear();
     return Promise.resolve({ done: true, value: undefined });
   }
 
@@ -95,8 +114,7 @@ class ChunkIterator implements AsyncIterableIterator<Buffer> {
       return;
     }
     this.queue.push(buf);
-    this.queued += buf.length;
-    if (!this.paused && this.queued >= this.queueBytes) {
+    if (!this.paused && this.queue.bytes >= this.queueBytes) {
       this.paused = true;
       this.stream.pause();
     }

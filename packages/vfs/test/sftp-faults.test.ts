@@ -366,10 +366,8 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
       expect(sha256(await readFile(posix.join(d, 'b.bin')))).toBe(sha256(data));
     });
 
-    it("the SFTP channel's receive window stays at 16 MiB through a download (the ssh2 internals widenWindow needs are there)", async () => {
-      const d = await dir('window');
-      const data = randomBytes(8 * MiB);
-      await hostFile(posix.join(d, 'w.bin'), data);
+    /** ssh2 itself, without dts's session around it: for the tests of the ssh2 internals dts relies on. */
+    async function plainSftp(): Promise<{ client: import('ssh2').Client; sftp: SFTPWrapper }> {
       const { Client } = createRequire(import.meta.url)('ssh2') as typeof import('ssh2');
       const client = new Client();
       await new Promise<void>((resolve, reject) => {
@@ -377,10 +375,18 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
         client.once('error', reject);
         client.connect({ host: '127.0.0.1', port: server.port, username: server.user, privateKey });
       });
+      const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
+        client.sftp((err, s) => (err ? reject(err) : resolve(s))),
+      );
+      return { client, sftp };
+    }
+
+    it("the SFTP channel's receive window stays at 16 MiB through a download (the ssh2 internals widenWindow needs are there)", async () => {
+      const d = await dir('window');
+      const data = randomBytes(8 * MiB);
+      await hostFile(posix.join(d, 'w.bin'), data);
+      const { client, sftp } = await plainSftp();
       try {
-        const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
-          client.sftp((err, s) => (err ? reject(err) : resolve(s))),
-        );
         const channel = sftp as unknown as { incoming?: { window: number } };
         // ssh2's own window: 2 MiB, less the SFTP handshake. An ssh2 whose channel looks different fails here, loudly.
         expect(channel.incoming?.window).toBeGreaterThan(MiB);
@@ -402,17 +408,8 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
       const d = await dir('zero-copy');
       const data = randomBytes(MiB + 1000);
       await hostFile(posix.join(d, 'z.bin'), data);
-      const { Client } = createRequire(import.meta.url)('ssh2') as typeof import('ssh2');
-      const client = new Client();
-      await new Promise<void>((resolve, reject) => {
-        client.once('ready', () => resolve());
-        client.once('error', reject);
-        client.connect({ host: '127.0.0.1', port: server.port, username: server.user, privateKey });
-      });
+      const { client, sftp } = await plainSftp();
       try {
-        const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
-          client.sftp((err, s) => (err ? reject(err) : resolve(s))),
-        );
         const handle = await new Promise<Buffer>((resolve, reject) =>
           sftp.open(posix.join(d, 'z.bin'), 'r', (err, h) => (err ? reject(err) : resolve(h))),
         );
