@@ -194,8 +194,10 @@ function summaryOf(job: Record<string, unknown>): string {
   const files = job.files as Record<string, number> | undefined;
   const bytes = job.bytes as Record<string, number> | undefined;
   if (!files) return '';
+  // Files listed without a size (an HTTP index) add to the byte total only as they are read.
+  const unknown = bytes?.unknownFiles ? ` (+${bytes.unknownFiles} files of unknown size)` : '';
   return `  files ${files.done ?? 0}/${files.total ?? '?'}${files.failed ? ` (${files.failed} failed)` : ''}${
-    bytes ? `, bytes ${bytes.done ?? 0}/${bytes.total ?? '?'}` : ''
+    bytes ? `, bytes ${bytes.done ?? 0}/${bytes.total ?? '?'}${unknown}` : ''
   }`;
 }
 

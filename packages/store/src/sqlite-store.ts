@@ -35,6 +35,7 @@ import {
 } from './states.js';
 import type {
   ApplyResult,
+  ByteCountsRecord,
   CopyRecord,
   CreateJobOptions,
   CreateJobResult,
@@ -113,6 +114,7 @@ interface JobRow {
   files_failed: number;
   bytes_total: number;
   bytes_done: number;
+  bytes_unknown_files: number;
 }
 
 /** The columns of a job that event application reads. */
@@ -136,6 +138,8 @@ interface CopyRow {
   files_skipped: number;
   files_failed: number;
   bytes_done: number;
+  plan_unknown: number;
+  sized_late: number;
   error: string | null;
   left_behind: string | null;
   updated_at: number;
@@ -155,6 +159,10 @@ interface FileRow {
   checksum_algorithm: string | null;
   detail: string | null;
   error: string | null;
+  /** 1 when the file's listing did not tell its size (sticky). */
+  listed_unknown: number;
+  /** 1 while no event has told the file's size. */
+  size_unknown: number;
   updated_at: number;
 }
 
@@ -178,6 +186,8 @@ interface Counters {
   skipped: number;
   failed: number;
   bytes: number;
+  /** Files listed without a size whose size an event has told since. */
+  sizedLate: number;
 }
 
 /** State shared by the events of one `applyEvents` batch, flushed once at its end. */
@@ -193,8 +203,10 @@ interface Batch {
   readonly copies: Set<string>;
 }
 
-function contribution(row: Pick<FileRow, 'state' | 'size' | 'bytes'> | undefined): Counters {
-  if (!row) return { seen: 0, sizes: 0, done: 0, skipped: 0, failed: 0, bytes: 0 };
+function contribution(
+  row: Pick<FileRow, 'state' | 'size' | 'bytes' | 'listed_unknown' | 'size_unknown'> | undefined,
+): Counters {
+  if (!row) return { seen: 0, sizes: 0, done: 0, skipped: 0, failed: 0, bytes: 0, sizedLate: 0 };
   const bucket = fileBucket(row.state);
   return {
     seen: 1,
@@ -203,7 +215,23 @@ function contribution(row: Pick<FileRow, 'state' | 'size' | 'bytes'> | undefined
     skipped: bucket === 'skipped' ? 1 : 0,
     failed: bucket === 'failed' ? 1 : 0,
     bytes: bytesCount(row.state) ? row.bytes : 0,
+    sizedLate: row.listed_unknown === 1 && row.size_unknown === 0 ? 1 : 0,
   };
+}
+
+/** A copy in one of these states moves no more bytes: no size is still to be learnt. */
+const FINAL_COPY_STATES: ReadonlySet<CopyState> = new Set([
+  'Done',
+  'Failed:Clean',
+  'Failed:Unclean',
+  'Failed:Unknown',
+  'Cancelled',
+]);
+const FINAL_COPY_SQL = [...FINAL_COPY_STATES].map((s) => `'${s}'`).join(', ');
+
+/** `unknownFiles` only when some are: most copies list every size. */
+function byteCounts(total: number, done: number, unknownFiles: number): ByteCountsRecord {
+  return unknownFiles > 0 ? { total, done, unknownFiles } : { total, done };
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -1147,6 +1175,8 @@ export class SqliteJobStore implements JobStore {
       `UPDATE copies SET state = ?, run = ?, error = ?, left_behind = ?, updated_at = ?
        WHERE job_id = ? AND copy_id = ?`,
     ).run(e.state, run, json(e.error), json(e.leftBehind), batch.now, e.jobId, e.copyId);
+    // A copy that ends has no size left to learn: the job's count of unread unsized files is redone.
+    if (FINAL_COPY_STATES.has(e.state)) batch.touchedJobs.add(e.jobId);
     if (e.error) {
       this.sql('UPDATE jobs SET last_error = ?, updated_at = ? WHERE id = ?').run(
         json(e.error),
@@ -1164,11 +1194,20 @@ export class SqliteJobStore implements JobStore {
     const changed =
       this.sql(
         `UPDATE copies SET plan_files = max(plan_files, @files), plan_bytes = max(plan_bytes, @bytes),
-           plan_complete = max(plan_complete, @complete), updated_at = @now
+           plan_complete = max(plan_complete, @complete), plan_unknown = max(plan_unknown, @unknown),
+           updated_at = @now
          WHERE job_id = @jobId AND copy_id = @copyId
-           AND (plan_files < @files OR plan_bytes < @bytes OR plan_complete < @complete)`,
-      ).run({ files: e.files, bytes: e.bytes, complete, now: batch.now, jobId: e.jobId, copyId: e.copyId })
-        .changes > 0;
+           AND (plan_files < @files OR plan_bytes < @bytes OR plan_complete < @complete
+             OR plan_unknown < @unknown)`,
+      ).run({
+        files: e.files,
+        bytes: e.bytes,
+        complete,
+        unknown: e.unknownSizes ?? 0,
+        now: batch.now,
+        jobId: e.jobId,
+        copyId: e.copyId,
+      }).changes > 0;
     if (changed) batch.touchedJobs.add(e.jobId);
     return changed;
   }
@@ -1199,6 +1238,8 @@ export class SqliteJobStore implements JobStore {
       checksum_algorithm: e.checksumAlgorithm ?? null,
       detail: e.detail ?? null,
       error: json(e.error),
+      listed_unknown: e.sizeUnknown || old?.listed_unknown === 1 ? 1 : 0,
+      size_unknown: e.sizeUnknown ? 1 : 0,
       updated_at: batch.now,
     });
     if (
@@ -1220,13 +1261,14 @@ export class SqliteJobStore implements JobStore {
     if (!next) return false;
     this.sql(
       `INSERT INTO files (job_id, copy_id, path, state, run, attempt, size, bytes, resumed_from, checksum,
-         checksum_algorithm, detail, error, updated_at)
+         checksum_algorithm, detail, error, listed_unknown, size_unknown, updated_at)
        VALUES (@job_id, @copy_id, @path, @state, @run, @attempt, @size, @bytes, @resumed_from, @checksum,
-         @checksum_algorithm, @detail, @error, @updated_at)
+         @checksum_algorithm, @detail, @error, @listed_unknown, @size_unknown, @updated_at)
        ON CONFLICT (job_id, copy_id, path) DO UPDATE SET state = excluded.state, run = excluded.run,
          attempt = excluded.attempt, size = excluded.size, bytes = excluded.bytes,
          resumed_from = excluded.resumed_from, checksum = excluded.checksum,
          checksum_algorithm = excluded.checksum_algorithm, detail = excluded.detail, error = excluded.error,
+         listed_unknown = excluded.listed_unknown, size_unknown = excluded.size_unknown,
          updated_at = excluded.updated_at`,
     ).run(next);
     this.addDelta(batch, e.jobId, e.copyId, old, next);
@@ -1267,6 +1309,7 @@ export class SqliteJobStore implements JobStore {
     d.c.skipped += b.skipped - a.skipped;
     d.c.failed += b.failed - a.failed;
     d.c.bytes += b.bytes - a.bytes;
+    d.c.sizedLate += b.sizedLate - a.sizedLate;
     batch.touchedJobs.add(jobId);
   }
 
@@ -1275,17 +1318,21 @@ export class SqliteJobStore implements JobStore {
     const updateCopy = this.sql(
       `UPDATE copies SET files_seen = files_seen + @seen, bytes_seen = bytes_seen + @sizes,
          files_done = files_done + @done, files_skipped = files_skipped + @skipped,
-         files_failed = files_failed + @failed, bytes_done = bytes_done + @bytes, updated_at = @now
+         files_failed = files_failed + @failed, bytes_done = bytes_done + @bytes,
+         sized_late = sized_late + @sizedLate, updated_at = @now
        WHERE job_id = @jobId AND copy_id = @copyId`,
     );
     for (const { jobId, copyId, c } of batch.deltas.values()) {
       updateCopy.run({ ...c, now: batch.now, jobId, copyId });
     }
     const updateJob = this.sql(
-      `UPDATE jobs SET (files_total, files_done, files_skipped, files_failed, bytes_total, bytes_done) = (
+      `UPDATE jobs SET (files_total, files_done, files_skipped, files_failed, bytes_total, bytes_done,
+           bytes_unknown_files) = (
          SELECT coalesce(sum(max(plan_files, files_seen)), 0), coalesce(sum(files_done), 0),
            coalesce(sum(files_skipped), 0), coalesce(sum(files_failed), 0),
-           coalesce(sum(max(plan_bytes, bytes_seen)), 0), coalesce(sum(bytes_done), 0)
+           coalesce(sum(max(plan_bytes, bytes_seen)), 0), coalesce(sum(bytes_done), 0),
+           coalesce(sum(CASE WHEN state IN (${FINAL_COPY_SQL}) THEN 0
+             ELSE max(0, plan_unknown - sized_late) END), 0)
          FROM copies WHERE job_id = @id), updated_at = @now
        WHERE id = @id`,
     );
@@ -1437,7 +1484,7 @@ export class SqliteJobStore implements JobStore {
       maxAttempts: r.max_attempts,
       lastError: parseOrNull<ErrorInfo>(r.last_error),
       files: { total: r.files_total, done: r.files_done, skipped: r.files_skipped, failed: r.files_failed },
-      bytes: { total: r.bytes_total, done: r.bytes_done },
+      bytes: byteCounts(r.bytes_total, r.bytes_done, r.bytes_unknown_files),
     };
   }
 
@@ -1460,7 +1507,11 @@ function copyRecord(c: CopyRow): CopyRecord {
       skipped: c.files_skipped,
       failed: c.files_failed,
     },
-    bytes: { total: Math.max(c.plan_bytes, c.bytes_seen), done: c.bytes_done },
+    bytes: byteCounts(
+      Math.max(c.plan_bytes, c.bytes_seen),
+      c.bytes_done,
+      FINAL_COPY_STATES.has(c.state) ? 0 : Math.max(0, c.plan_unknown - c.sized_late),
+    ),
     planComplete: c.plan_complete === 1,
     error: parseOrNull<ErrorInfo>(c.error),
     leftBehind: parseOrNull<string[]>(c.left_behind) ?? [],

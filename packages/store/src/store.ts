@@ -98,10 +98,16 @@ export interface FileCountsRecord {
 }
 
 export interface ByteCountsRecord {
-  /** Bytes of the files known (same rule as `files.total`). */
+  /** Bytes of the files known (same rule as `files.total`), of those whose size is known. */
   readonly total: number;
   /** Bytes written: in flight, kept for a resume, or complete (not failed, cancelled or skipped files). */
   readonly done: number;
+  /**
+   * Files listed without their size (an HTTP index page names files only) whose size no event has
+   * told yet: `total` grows by theirs as they are read. Absent when there are none, and once the copy
+   * (or every copy of the job) has finished.
+   */
+  readonly unknownFiles?: number;
 }
 
 export interface JobSummary {

@@ -194,6 +194,46 @@ describe('out of order', () => {
   });
 });
 
+describe('files listed without a size', () => {
+  it('says how many files will still add to the byte total, until their reads tell their sizes', async () => {
+    // An HTTP index lists 3 files by name only and 1 with a size.
+    await store.applyEvent({
+      id: eid(),
+      jobId,
+      type: 'copy.plan',
+      at: AT,
+      copyId: 'raw',
+      files: 4,
+      bytes: 50,
+      unknownSizes: 3,
+      complete: true,
+    });
+    expect((await job()).bytes).toEqual({ total: 50, done: 0, unknownFiles: 3 });
+    const unsized = (path: string, state: 'Transferring' | 'Failed'): JobEvent => ({
+      ...fileEvent(jobId, path, state, { size: 0 }),
+      sizeUnknown: true,
+    });
+    await store.applyEvent(unsized('a', 'Transferring'));
+    expect((await job()).bytes).toEqual({ total: 50, done: 0, unknownFiles: 3 }); // in flight, size still unknown
+    await store.applyEvent(unsized('b', 'Transferring'));
+    await store.applyEvent(fileEvent(jobId, 'a', 'Done', { size: 700 }));
+    await store.applyEvent(fileEvent(jobId, 'b', 'Done', { size: 300 }));
+    let j = await job();
+    expect(j.bytes).toEqual({ total: 1000, done: 1000, unknownFiles: 1 });
+    expect(j.copies[0]?.bytes).toEqual({ total: 1000, done: 1000, unknownFiles: 1 });
+    // A late or repeated Done does not count twice.
+    await store.applyEvent(fileEvent(jobId, 'b', 'Done', { size: 300 }));
+    expect((await job()).bytes.unknownFiles).toBe(1);
+    // The last one fails without its size ever being told: once the copy has ended, nothing is pending.
+    await store.applyEvent(unsized('c', 'Failed'));
+    expect((await job()).bytes.unknownFiles).toBe(1);
+    await store.applyEvent(copyState('Failed:Clean'));
+    j = await job();
+    expect(j.bytes).toEqual({ total: 1000, done: 1000 });
+    expect(j.copies[0]?.bytes).toEqual({ total: 1000, done: 1000 });
+  });
+});
+
 describe('copy state', () => {
   it('moves forward only within a run, keeps the error, and reports it on the job', async () => {
     await store.applyEvent(copyState('Failed:Clean'));

@@ -5,6 +5,7 @@
 import { m001Initial } from './001-initial.js';
 import { m002WorkerGone } from './002-worker-gone.js';
 import { m003HeldJobs } from './003-held-jobs.js';
+import { m004UnknownSizes } from './004-unknown-sizes.js';
 
 export interface Migration {
   readonly version: number;
@@ -12,4 +13,4 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Initial, m002WorkerGone, m003HeldJobs];
+export const MIGRATIONS: readonly Migration[] = [m001Initial, m002WorkerGone, m003HeldJobs, m004UnknownSizes];
