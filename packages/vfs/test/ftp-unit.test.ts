@@ -1,8 +1,11 @@
 /** The ftp adapter's pure parts: reply codes and errors into the taxonomy, listing and date parsing. */
+import { once } from 'node:events';
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { FTPError } from 'basic-ftp';
 import { describe, expect, it } from 'vitest';
 import { classifyFtpError, isNoSpaceReply, scrubSecret } from '../src/ftp/classify.js';
 import { parseFacts, parseLsDate, parseLsLines, parseMlsdLines, parseMlsxTime } from '../src/ftp/listing.js';
+import { DownloadStream } from '../src/ftp/transfer.js';
 
 const url = 'ftp://bob@files.example/in/a.bin';
 const reply = (code: number, text: string) => new FTPError({ code, message: `${code} ${text}` });
@@ -148,5 +151,56 @@ describe('listings', () => {
     expect(parseFacts('type=file;size=3; /abs/x')?.entry).toEqual({ name: '/abs/x', type: 'file', size: 3 });
     expect(parseMlsxTime('garbage')).toBeUndefined();
     expect(parseLsDate('22 nov 02:54', now)).toBeUndefined();
+  });
+});
+
+describe('DownloadStream.receive (a data connection into the download stream)', () => {
+  async function pair(): Promise<{ server: Server; client: Socket; served: Socket }> {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const served = once(server, 'connection').then(([s]) => s as Socket);
+    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    await once(client, 'connect');
+    return { server, client, served: await served };
+  }
+
+  it('passes the bytes through in order and ends with the connection; a cut is a premature close', async () => {
+    const { server, client, served } = await pair();
+    try {
+      const stream = new DownloadStream(() => undefined);
+      const done = stream.receive(client);
+      served.write(Buffer.from('hello '));
+      served.end(Buffer.from('world'));
+      await done;
+      stream.finish();
+      const parts: Buffer[] = [];
+      for await (const c of stream) parts.push(c as Buffer);
+      expect(Buffer.concat(parts).toString()).toBe('hello world');
+      expect(stream.received).toBe(11);
+
+      const cut = await pair();
+      const second = new DownloadStream(() => undefined);
+      const receiving = second.receive(cut.client);
+      cut.served.destroy();
+      cut.client.destroy();
+      await expect(receiving).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      cut.server.close();
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a connection already closed before it listens settles at once, as pipeline() would', async () => {
+    const { server, client, served } = await pair();
+    try {
+      served.destroy();
+      client.destroy();
+      await once(client, 'close');
+      await expect(new DownloadStream(() => undefined).receive(client)).rejects.toMatchObject({
+        code: 'ERR_STREAM_PREMATURE_CLOSE',
+      });
+    } finally {
+      server.close();
+    }
   });
 });

@@ -419,6 +419,10 @@ export class DownloadStream extends Readable {
    * destroyed are dropped; the transfer still waits for the server's reply.
    */
   receive(socket: Socket): Promise<void> {
+    // Already gone (its 'close' came before this listened): as pipeline() would, say how it ended.
+    if (socket.destroyed) {
+      return socket.readableEnded ? Promise.resolve() : Promise.reject(socket.errored ?? prematureClose());
+    }
     return new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer) => {
         if (this.destroyed) return;
