@@ -31,6 +31,7 @@ import {
   JOB_TRANSITIONS,
   type StoredJobState,
   supersedes,
+  TERMINAL_COPY_STATES,
   TERMINAL_JOB_STATES,
 } from './states.js';
 import type {
@@ -219,15 +220,7 @@ function contribution(
   };
 }
 
-/** A copy in one of these states moves no more bytes: no size is still to be learnt. */
-const FINAL_COPY_STATES: ReadonlySet<CopyState> = new Set([
-  'Done',
-  'Failed:Clean',
-  'Failed:Unclean',
-  'Failed:Unknown',
-  'Cancelled',
-]);
-const FINAL_COPY_SQL = [...FINAL_COPY_STATES].map((s) => `'${s}'`).join(', ');
+const TERMINAL_COPY_SQL = [...TERMINAL_COPY_STATES].map((s) => `'${s}'`).join(', ');
 
 /** `unknownFiles` only when some are: most copies list every size. */
 function byteCounts(total: number, done: number, unknownFiles: number): ByteCountsRecord {
@@ -1176,7 +1169,7 @@ export class SqliteJobStore implements JobStore {
        WHERE job_id = ? AND copy_id = ?`,
     ).run(e.state, run, json(e.error), json(e.leftBehind), batch.now, e.jobId, e.copyId);
     // A copy that ends has no size left to learn: the job's count of unread unsized files is redone.
-    if (FINAL_COPY_STATES.has(e.state)) batch.touchedJobs.add(e.jobId);
+    if (TERMINAL_COPY_STATES.has(e.state)) batch.touchedJobs.add(e.jobId);
     if (e.error) {
       this.sql('UPDATE jobs SET last_error = ?, updated_at = ? WHERE id = ?').run(
         json(e.error),
@@ -1331,7 +1324,7 @@ export class SqliteJobStore implements JobStore {
          SELECT coalesce(sum(max(plan_files, files_seen)), 0), coalesce(sum(files_done), 0),
            coalesce(sum(files_skipped), 0), coalesce(sum(files_failed), 0),
            coalesce(sum(max(plan_bytes, bytes_seen)), 0), coalesce(sum(bytes_done), 0),
-           coalesce(sum(CASE WHEN state IN (${FINAL_COPY_SQL}) THEN 0
+           coalesce(sum(CASE WHEN state IN (${TERMINAL_COPY_SQL}) THEN 0
              ELSE max(0, plan_unknown - sized_late) END), 0)
          FROM copies WHERE job_id = @id), updated_at = @now
        WHERE id = @id`,
@@ -1510,7 +1503,7 @@ function copyRecord(c: CopyRow): CopyRecord {
     bytes: byteCounts(
       Math.max(c.plan_bytes, c.bytes_seen),
       c.bytes_done,
-      FINAL_COPY_STATES.has(c.state) ? 0 : Math.max(0, c.plan_unknown - c.sized_late),
+      TERMINAL_COPY_STATES.has(c.state) ? 0 : Math.max(0, c.plan_unknown - c.sized_late),
     ),
     planComplete: c.plan_complete === 1,
     error: parseOrNull<ErrorInfo>(c.error),

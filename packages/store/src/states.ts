@@ -61,6 +61,15 @@ export function isTerminalJobState(s: StoredJobState): boolean {
   return TERMINAL_JOB_STATES.has(s);
 }
 
+/** A copy in one of these states moves no more bytes (so no file's size is still to be learnt). */
+export const TERMINAL_COPY_STATES: ReadonlySet<CopyState> = new Set([
+  'Done',
+  'Failed:Clean',
+  'Failed:Unclean',
+  'Failed:Unknown',
+  'Cancelled',
+]);
+
 /**
  * Rank within one run: a job only moves to a higher rank. The one way down: a worker that resumes a
  * suspended job in place goes on in the same run, so a Running (a copy's or file's Transferring) that

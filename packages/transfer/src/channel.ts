@@ -1,4 +1,4 @@
-import { ChunkQueue, prematureClose } from '@dts/vfs';
+import { ChunkReader, prematureClose } from '@dts/vfs';
 
 /**
  * The engine's pipe from a source's read to one sink's write: the chunks as they were read (never
@@ -8,32 +8,23 @@ import { ChunkQueue, prematureClose } from '@dts/vfs';
  * Producer: `write` (false once `limit` bytes wait: then `drained`), `end`, `destroy`.
  * Consumer: `next`; `return` (the sink stopped reading) drops what waits and what is written after.
  */
-export class Channel implements AsyncIterableIterator<Buffer> {
-  private readonly queue = new ChunkQueue();
-  private ended = false;
-  private closed = false;
-  private failure: Error | undefined;
-  private waiting: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void } | undefined;
+export class Channel extends ChunkReader {
   private drainWaiters: (() => void)[] = [];
 
-  constructor(private readonly limit: number) {}
+  constructor(private readonly limit: number) {
+    super();
+  }
 
   /** Queues a chunk for the sink; false when the sink is `limit` bytes behind (wait for `drained`). */
   write(chunk: Buffer): boolean {
-    if (this.closed || this.ended || this.failure) return true;
-    const w = this.waiting;
-    if (w) {
-      this.waiting = undefined;
-      w.resolve({ done: false, value: chunk });
-      return true;
-    }
-    this.queue.push(chunk);
+    if (this.ended || this.failure) return true;
+    this.offer(chunk);
     return this.queue.bytes < this.limit;
   }
 
   /** Resolves once the sink has taken enough to be under `limit` again (or stopped reading, or the channel failed). */
   drained(signal?: AbortSignal): Promise<void> {
-    if (this.queue.bytes < this.limit || this.closed || this.failure) return Promise.resolve();
+    if (this.queue.bytes < this.limit || this.failure) return Promise.resolve();
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const onAbort = () => reject(signal?.reason);
@@ -51,49 +42,28 @@ export class Channel implements AsyncIterableIterator<Buffer> {
     this.settle();
   }
 
-  /** Fails the sink's iteration (a premature close, as a destroyed PassThrough would). */
+  /**
+   * Fails the sink's iteration (a premature close, as a destroyed PassThrough would). After `end` or
+   * the sink's `return` there is nothing left to fail: only a waiting writer is let go.
+   */
   destroy(err?: Error): void {
-    if (this.closed || this.ended) {
-      this.closed = true;
-      this.release();
-      return;
+    if (!this.ended) {
+      this.failure ??= err ?? prematureClose();
+      this.queue.clear();
+      this.settle();
     }
-    this.failure ??= err ?? prematureClose();
-    this.queue.clear();
-    this.settle();
     this.release();
   }
 
-  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
-    return this;
-  }
-
-  next(): Promise<IteratorResult<Buffer>> {
-    const chunk = this.queue.shift();
-    if (chunk) {
-      if (this.drainWaiters.length > 0 && this.queue.bytes < this.limit) this.release();
-      return Promise.resolve({ done: false, value: chunk });
-    }
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.ended || this.closed) return Promise.resolve({ done: true, value: undefined });
-    return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
-    });
-  }
-
   return(): Promise<IteratorResult<Buffer>> {
-    this.closed = true;
+    this.ended = true;
     this.queue.clear();
     this.release();
     return Promise.resolve({ done: true, value: undefined });
   }
 
-  private settle(): void {
-    const w = this.waiting;
-    if (!w) return;
-    this.waiting = undefined;
-    if (this.failure) w.reject(this.failure);
-    else w.resolve({ done: true, value: undefined });
+  protected taken(): void {
+    if (this.drainWaiters.length > 0 && this.queue.bytes < this.limit) this.release();
   }
 
   private release(): void {

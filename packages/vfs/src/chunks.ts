@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 const QUEUE_BYTES = 512 * 1024;
 
 /** Chunks waiting for a consumer, first in first out, with their total size. */
-export class ChunkQueue {
+class ChunkQueue {
   private items: Buffer[] = [];
   private head = 0;
   /** Bytes queued. */
@@ -33,6 +33,62 @@ export class ChunkQueue {
 }
 
 /**
+ * The reading side of a pipe of chunks, for one reader (`for await`, or `next`): chunks in the order
+ * they were offered, then the end or a failure (after the chunks before it). What feeds it is the
+ * subclass's: a Readable's events (`chunksOf`) or the engine's writes (`Channel` in
+ * packages/transfer). `taken` runs after each chunk the reader takes, to let the feeder go on.
+ */
+export abstract class ChunkReader implements AsyncIterableIterator<Buffer> {
+  protected readonly queue = new ChunkQueue();
+  protected ended = false;
+  protected failure: Error | undefined;
+  private waiting: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void } | undefined;
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Buffer>> {
+    const chunk = this.queue.shift();
+    if (chunk) {
+      this.taken();
+      return Promise.resolve({ done: false, value: chunk });
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  abstract return(): Promise<IteratorResult<Buffer>>;
+
+  /** After the reader took a chunk: `queue.bytes` is what still waits. */
+  protected abstract taken(): void;
+
+  /** Hands a chunk to the waiting reader, or queues it (then true). */
+  protected offer(chunk: Buffer): boolean {
+    const w = this.waiting;
+    if (w) {
+      this.waiting = undefined;
+      w.resolve({ done: false, value: chunk });
+      return false;
+    }
+    this.queue.push(chunk);
+    return true;
+  }
+
+  /** Answers a waiting reader once `ended` or `failure` is set (queued chunks go first). */
+  protected settle(): void {
+    const w = this.waiting;
+    if (!w) return;
+    this.waiting = undefined;
+    if (this.failure) w.reject(this.failure);
+    else w.resolve({ done: true, value: undefined });
+  }
+}
+
+/**
  * The chunks of a byte stream one by one, as the stream produced them.
  *
  * Node's own async iterator (`for await` over a Readable) calls `read()`, which joins everything the
@@ -48,17 +104,14 @@ export function chunksOf(stream: Readable, queueBytes = QUEUE_BYTES): AsyncItera
   return new ChunkIterator(stream, queueBytes);
 }
 
-class ChunkIterator implements AsyncIterableIterator<Buffer> {
-  private readonly queue = new ChunkQueue();
-  private ended = false;
-  private failure: Error | undefined;
-  private waiting: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void } | undefined;
+class ChunkIterator extends ChunkReader {
   private paused = false;
 
   constructor(
     private readonly stream: Readable,
     private readonly queueBytes: number,
   ) {
+    super();
     if (stream.readableEnded) {
       this.ended = true;
       return;
@@ -77,26 +130,6 @@ class ChunkIterator implements AsyncIterableIterator<Buffer> {
     stream.on('close', this.onClose);
   }
 
-  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
-    return this;
-  }
-
-  next(): Promise<IteratorResult<Buffer>> {
-    const chunk = this.queue.shift();
-    if (chunk) {
-      if (this.paused && this.queue.bytes < this.queueBytes) {
-        this.paused = false;
-        this.stream.resume();
-      }
-      return Promise.resolve({ done: false, value: chunk });
-    }
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.ended) return Promise.resolve({ done: true, value: undefined });
-    return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
-    });
-  }
-
   return(): Promise<IteratorResult<Buffer>> {
     this.detach();
     if (!this.ended && !this.stream.destroyed) this.stream.destroy();
@@ -105,16 +138,16 @@ class ChunkIterator implements AsyncIterableIterator<Buffer> {
     return Promise.resolve({ done: true, value: undefined });
   }
 
+  protected taken(): void {
+    if (this.paused && this.queue.bytes < this.queueBytes) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+
   private readonly onData = (chunk: Buffer | string): void => {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    const w = this.waiting;
-    if (w) {
-      this.waiting = undefined;
-      w.resolve({ done: false, value: buf });
-      return;
-    }
-    this.queue.push(buf);
-    if (!this.paused && this.queue.bytes >= this.queueBytes) {
+    if (this.offer(buf) && !this.paused && this.queue.bytes >= this.queueBytes) {
       this.paused = true;
       this.stream.pause();
     }
@@ -139,15 +172,6 @@ class ChunkIterator implements AsyncIterableIterator<Buffer> {
     this.detach();
     this.settle();
   };
-
-  /** Answers a waiting `next` once the stream has ended or failed (queued chunks go first). */
-  private settle(): void {
-    const w = this.waiting;
-    if (!w) return;
-    this.waiting = undefined;
-    if (this.failure) w.reject(this.failure);
-    else w.resolve({ done: true, value: undefined });
-  }
 
   private detach(): void {
     this.stream.off('data', this.onData);

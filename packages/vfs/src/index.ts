@@ -11,7 +11,7 @@ export type {
   WriteOptions,
   WriteResult,
 } from './adapter.js';
-export { ChunkQueue, chunksOf, prematureClose } from './chunks.js';
+export { ChunkReader, chunksOf, prematureClose } from './chunks.js';
 export {
   classifySystemError,
   ERROR_CODES,
