@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { finished, type Readable } from 'node:stream';
 
 /** Bytes waiting in a `chunksOf` queue before the stream is paused. */
 const QUEUE_BYTES = 512 * 1024;
@@ -106,28 +106,22 @@ export function chunksOf(stream: Readable, queueBytes = QUEUE_BYTES): AsyncItera
 
 class ChunkIterator extends ChunkReader {
   private paused = false;
+  private readonly stopWatching: () => void;
 
   constructor(
     private readonly stream: Readable,
     private readonly queueBytes: number,
   ) {
     super();
-    if (stream.readableEnded) {
-      this.ended = true;
-      return;
-    }
-    if (stream.errored) {
-      this.failure = stream.errored;
-      return;
-    }
-    if (stream.destroyed) {
-      this.failure = prematureClose();
-      return;
-    }
     stream.on('data', this.onData);
-    stream.on('end', this.onEnd);
-    stream.on('error', this.onError);
-    stream.on('close', this.onClose);
+    // Node's own end-of-stream rules (what its iterator and pipeline() use): an end already seen, or
+    // seen but not yet emitted when the stream closes, is an end; a close before it is premature.
+    this.stopWatching = finished(stream, { writable: false }, (err) => {
+      this.detach();
+      if (err) this.failure ??= err;
+      else this.ended = true;
+      this.settle();
+    });
   }
 
   return(): Promise<IteratorResult<Buffer>> {
@@ -153,33 +147,11 @@ class ChunkIterator extends ChunkReader {
     }
   };
 
-  private readonly onEnd = (): void => {
-    this.ended = true;
-    this.detach();
-    this.settle();
-  };
-
-  private readonly onError = (err: Error): void => {
-    this.failure ??= err;
-    this.detach();
-    this.settle();
-  };
-
-  private readonly onClose = (): void => {
-    // 'close' after 'end' or 'error' is handled there; a close without either is a premature end.
-    if (this.ended || this.failure) return;
-    this.failure = this.stream.errored ?? prematureClose();
-    this.detach();
-    this.settle();
-  };
-
   private detach(): void {
+    this.stopWatching();
     this.stream.off('data', this.onData);
-    this.stream.off('end', this.onEnd);
-    this.stream.off('close', this.onClose);
     // An 'error' after this point (a destroy with an error) must still find a listener.
-    this.stream.off('error', this.onError);
-    this.stream.on('error', ignore);
+    if (!this.stream.listeners('error').includes(ignore)) this.stream.on('error', ignore);
   }
 }
 

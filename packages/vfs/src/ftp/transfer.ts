@@ -19,10 +19,9 @@
  * time, the data connection's own error is.
  */
 import { Socket } from 'node:net';
-import { Readable } from 'node:stream';
+import { finished, Readable } from 'node:stream';
 import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { type Client, enterPassiveModeIPv6, type FTPContext, FTPError, type FTPResponse } from 'basic-ftp';
-import { prematureClose } from '../chunks.js';
 
 export type Direction = 'download' | 'upload';
 
@@ -419,10 +418,6 @@ export class DownloadStream extends Readable {
    * destroyed are dropped; the transfer still waits for the server's reply.
    */
   receive(socket: Socket): Promise<void> {
-    // Already gone (its 'close' came before this listened): as pipeline() would, say how it ended.
-    if (socket.destroyed) {
-      return socket.readableEnded ? Promise.resolve() : Promise.reject(socket.errored ?? prematureClose());
-    }
     return new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer) => {
         if (this.destroyed) return;
@@ -432,20 +427,15 @@ export class DownloadStream extends Readable {
           this.waiting = () => socket.resume();
         }
       };
-      const settle = (err?: Error) => {
+      socket.on('data', onData);
+      // Node's own end-of-stream rules, as pipeline() applies them: an end already seen, or seen by
+      // the socket but not yet emitted when it closes, is an end; a close before it is premature.
+      const cleanup = finished(socket, { writable: false }, (err) => {
+        cleanup();
         socket.off('data', onData);
-        socket.off('end', onEnd);
-        socket.off('error', settle);
-        socket.off('close', onClose);
         if (err) reject(err);
         else resolve();
-      };
-      const onEnd = () => settle();
-      const onClose = () => settle(prematureClose());
-      socket.on('data', onData);
-      socket.once('end', onEnd);
-      socket.once('error', settle);
-      socket.once('close', onClose);
+      });
     });
   }
 
