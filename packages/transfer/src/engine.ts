@@ -126,6 +126,8 @@ class CopyRun {
   private bytes = 0;
   /** A directory copy (partial files are found by listing each sink directory once). */
   private isTreeCopy = false;
+  /** What stopped a file of a tree copy with an error of the job itself (copyOne records every transfer failure). */
+  private stopError: unknown;
   private readonly leftBehind: string[] = [];
   private readonly backoff: Required<BackoffOptions>;
   private readonly progressIntervalMs: number;
@@ -304,9 +306,18 @@ class CopyRun {
     this.isTreeCopy = true;
     const matcher = selectionMatcher(this.copy.source.select);
     const concurrency = Math.max(1, this.copy.requirements.concurrency);
-    const inFlight = new Set<Promise<void>>();
-    /** Files in `inFlight` still moving bytes (not yet stored). */
-    const moving = new Set<Promise<void>>();
+    /** Files started and not finished; of them, `moving` are still moving bytes (not yet stored). */
+    let inFlight = 0;
+    let moving = 0;
+    /** The listing loop, while it waits for a place (resolved by the next file that stores or ends). */
+    let wake: (() => void) | undefined;
+    const signalPlace = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    /** Whether every file started has ended (the last one to end wakes a loop waiting for that). */
+    let allDone: (() => void) | undefined;
     const visitedDirs: string[] = [];
     let files = 0;
     let total = 0;
@@ -326,7 +337,7 @@ class CopyRun {
     };
     try {
       for await (const item of walk(source.loc.adapter, source.loc.path, matcher, this.signal)) {
-        if (this.stopReason()) break;
+        if (this.stopReason() || this.stopError !== undefined) break;
         if (isUnlistable(item)) {
           const e = classifySystemError(item.error);
           this.counts.failed++;
@@ -352,31 +363,43 @@ class CopyRun {
         // `concurrency` files move bytes at once; a file whose bytes are stored gives its place up
         // before its rename (a round trip on a remote sink), so renames overlap with the next
         // transfers. At most `concurrency` more are being renamed (or finishing) meanwhile.
-        let stored!: () => void;
-        const transferring = new Promise<void>((resolve) => {
-          stored = () => {
-            if (moving.delete(transferring)) resolve();
-          };
-        });
-        moving.add(transferring);
-        const p = this.copyOne(
-          source,
-          sinks,
-          item.rel,
-          item.entry,
-          joinPath(source.loc.path, item.rel),
-          stored,
-        )
-          .finally(stored)
-          .finally(() => inFlight.delete(p));
-        inFlight.add(p);
-        if (moving.size >= concurrency) await Promise.race(moving);
-        if (inFlight.size >= 2 * concurrency) await Promise.race(inFlight);
+        // Counters and one waiter, not Promise.race over the files in flight: a race per file
+        // attached a reaction to every file still running (~10 promises per file).
+        let isMoving = true;
+        const stored = () => {
+          if (!isMoving) return;
+          isMoving = false;
+          moving--;
+          signalPlace();
+        };
+        moving++;
+        inFlight++;
+        // copyOne never rejects (it records failures), except when the whole job is stopping.
+        void this.copyOne(source, sinks, item.rel, item.entry, joinPath(source.loc.path, item.rel), stored)
+          .catch((err: unknown) => {
+            this.stopError ??= err;
+          })
+          .then(() => {
+            stored();
+            inFlight--;
+            signalPlace();
+            if (inFlight === 0) allDone?.();
+          });
+        while (moving >= concurrency || inFlight >= 2 * concurrency) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+        }
       }
     } finally {
       // Even when the listing fails or is stopped, the files already started finish (or stop) first.
-      await Promise.all(inFlight);
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          allDone = resolve;
+        });
+      }
     }
+    if (this.stopError !== undefined) throw this.stopError;
     if (!this.stopReason()) plan(true);
     if (
       this.copy.requirements.deleteSource &&
@@ -458,7 +481,10 @@ class CopyRun {
         throw new TransferError('XFR_CANCELLED', 'cancelled before it started');
       }
       this.signal?.throwIfAborted();
-      await Promise.all(targets.map((t) => this.ensureDir(t.sink, parentOf(t.target))));
+      if (targets.length === 1) {
+        const t = targets[0] as (typeof targets)[0];
+        await this.ensureDir(t.sink, parentOf(t.target));
+      } else await Promise.all(targets.map((t) => this.ensureDir(t.sink, parentOf(t.target))));
       // CreationFlag dontOverwrite: sinks that already hold the file are left alone.
       const flag = this.copy.requirements.creationFlag;
       for (const t of targets) {

@@ -119,6 +119,26 @@ export class FileAdapter implements Adapter {
     return resolved;
   }
 
+  /**
+   * `checked`'s answer when it needs no wait (no roots, or a directory known to be on a local disk
+   * with the roots' real paths known); undefined otherwise. For the steps of every small file, where
+   * an `await` of the async form is a noticeable part of the cost.
+   */
+  private checkedNow(path: string): string | undefined {
+    const p = this.lexical(path);
+    if (this.roots.length === 0) return p;
+    const realRoots = this.resolvedRoots;
+    if (!realRoots || !this.gate?.knownLocal(nodePath.dirname(p))) return undefined;
+    let target: string;
+    try {
+      target = resolveExistingSync(p);
+    } catch (err) {
+      throw classifySystemError(err, fileUrl(path));
+    }
+    if (!realRoots.some((r) => isInside(target, r))) throw outsideRoots(path, this.roots);
+    return p;
+  }
+
   /** Like localPath, without blocking the event loop: follows symlinks of the existing part of the path to stop escapes. */
   private async checked(path: string): Promise<string> {
     const p = this.lexical(path);
@@ -259,7 +279,7 @@ export class FileAdapter implements Adapter {
     options: WriteOptions = {},
   ): Promise<WriteResult> {
     const url = fileUrl(path);
-    const p = await this.checked(path);
+    const p = this.checkedNow(path) ?? (await this.checked(path));
     const offset = options.offset ?? 0;
     if (!Number.isSafeInteger(offset) || offset < 0) {
       throw new TransferError('XFR_INTERNAL', `write offset must be a whole number of bytes, got ${offset}`, {
@@ -327,7 +347,9 @@ export class FileAdapter implements Adapter {
         !options.append &&
         offset === 0 &&
         !this.fsync &&
-        (await this.gate?.allows(nodePath.dirname(p), 'create'))
+        this.gate &&
+        (this.gate.allowsNow(nodePath.dirname(p), 'create') ??
+          (await this.gate.allows(nodePath.dirname(p), 'create')))
       ) {
         for (;;) {
           const buf = await next();
@@ -432,11 +454,14 @@ export class FileAdapter implements Adapter {
   }
 
   async rename(from: string, to: string): Promise<void> {
-    const [a, b] = await Promise.all([this.checked(from), this.checked(to)]);
+    const a = this.checkedNow(from) ?? (await this.checked(from));
+    const b = this.checkedNow(to) ?? (await this.checked(to));
     try {
       // A rename is one metadata operation: on a local disk, cheaper done than handed to a thread.
-      if (await this.gate?.allows(nodePath.dirname(b), 'rename'))
-        this.gate?.timed('rename', () => renameSync(a, b));
+      const gate = this.gate;
+      const dir = nodePath.dirname(b);
+      if (gate && (gate.allowsNow(dir, 'rename') ?? (await gate.allows(dir, 'rename'))))
+        gate.timed('rename', () => renameSync(a, b));
       else await fs.rename(a, b);
     } catch (err) {
       throw await blame(err, a, from, to);
@@ -501,6 +526,8 @@ const SMALL_FILE = 256 * 1024;
 const FAST_STEP_US = 150;
 /** …and while above it, one step in this many is still done synchronously, to notice when it is fast again. */
 const PROBE_EVERY = 16;
+/** A step's time counts towards the average as at most this (µs): see SyncGate.timed. */
+const SAMPLE_CAP_US = 2 * FAST_STEP_US;
 /** A single synchronous step slower than this (a disk under pressure) sends every call back to the thread pool… */
 const SLOW_STEP_MS = 20;
 /** …for this long. */
@@ -543,17 +570,24 @@ export class SyncGate {
 
   /** Whether a step of this kind in `dir` may be synchronous now. */
   async allows(dir: string, kind: StepKind): Promise<boolean> {
-    if (Date.now() < this.slowUntil) return false;
-    let known = this.local.get(dir);
-    if (known === undefined) {
-      try {
-        known = LOCAL_FS_TYPES.has(Number((await fs.statfs(dir)).type));
-      } catch {
-        return false; // not there (yet): asked again next time
-      }
-      if (this.local.size >= GATE_DIRS) this.local.clear();
-      this.local.set(dir, known);
+    const now = this.allowsNow(dir, kind);
+    if (now !== undefined) return now;
+    let known: boolean;
+    try {
+      known = LOCAL_FS_TYPES.has(Number((await fs.statfs(dir)).type));
+    } catch {
+      return false; // not there (yet): asked again next time
     }
+    if (this.local.size >= GATE_DIRS) this.local.clear();
+    this.local.set(dir, known);
+    return this.allowsNow(dir, kind) ?? false;
+  }
+
+  /** `allows` without a wait: undefined while `dir`'s file system is not known yet (ask `allows`). */
+  allowsNow(dir: string, kind: StepKind): boolean | undefined {
+    if (Date.now() < this.slowUntil) return false;
+    const known = this.local.get(dir);
+    if (known === undefined) return undefined;
     if (!known) return false;
     if (this.costUs[kind] <= FAST_STEP_US) return true;
     if (++this.skipped[kind] < PROBE_EVERY) return false;
@@ -568,7 +602,11 @@ export class SyncGate {
       return step();
     } finally {
       const ms = performance.now() - started;
-      this.costUs[kind] += (ms * 1000 - this.costUs[kind]) / 8;
+      // One step is counted as at most SAMPLE_CAP_US: a call that was merely preempted (a busy or
+      // oversubscribed machine; 4 ms now and then where the median is 50 µs on tmpfs) must not send
+      // the next hundreds of files to the pool, while a file system slow at every step still averages
+      // above FAST_STEP_US after a few steps.
+      this.costUs[kind] += (Math.min(ms * 1000, SAMPLE_CAP_US) - this.costUs[kind]) / 8;
       if (ms > this.slowStepMs) this.slowUntil = Date.now() + SLOW_BACKOFF_MS;
     }
   }
