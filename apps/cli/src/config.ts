@@ -88,6 +88,12 @@ export interface DtsConfig {
   readonly retry: { readonly baseMs: number; readonly maxMs: number };
   /** Per-pool settings, by pool name. */
   readonly pools: Readonly<Record<string, PoolSettings>>;
+  /**
+   * Adapter options by URL scheme (`ftp: { maxConnections: 4 }`), for the worker and `dts copy`.
+   * Checked here for shape only; the registry checks the schemes, names and values
+   * (`AdapterRegistry.checkConfig`) when a worker or a copy starts, and `dts config` does too.
+   */
+  readonly adapters: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   // ---------------------------------------------------------------------------------------------
 }
 
@@ -396,6 +402,35 @@ function pools(raw: unknown, ctx: ParseContext): Record<string, PoolSettings> {
   return out;
 }
 
+/** Adapter options by scheme: `adapters`, with worker.fileRoots and worker.sftpKnownHosts over them when set. */
+export function registryConfig(config: DtsConfig): Record<string, Record<string, unknown>> {
+  const w = config.worker;
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [scheme, options] of Object.entries(config.adapters)) out[scheme] = { ...options };
+  if (w.fileRoots.length) out.file = { ...out.file, roots: [...w.fileRoots] };
+  if (w.sftpKnownHosts) out.sftp = { ...out.sftp, knownHosts: w.sftpKnownHosts };
+  return out;
+}
+
+/** `adapters`: a mapping of URL scheme to a mapping of that adapter's options (names and values checked by the registry). */
+function adapters(raw: unknown, ctx: ParseContext): Record<string, Record<string, unknown>> {
+  if (ctx.from !== 'file') throw new Invalid('can only be set in the configuration file');
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new Invalid(`expected a mapping of URL scheme to adapter options, got ${typeName(raw)}`);
+  }
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [scheme, value] of Object.entries(raw)) {
+    if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) {
+      throw new Invalid(`"${scheme}" is not a URL scheme; write it in lower case, as in ftp or webdavs`);
+    }
+    if (value !== null && (typeof value !== 'object' || Array.isArray(value))) {
+      throw new Invalid(`adapters.${scheme}: expected a mapping of option to value, got ${typeName(value)}`);
+    }
+    out[scheme] = { ...((value ?? {}) as Record<string, unknown>) };
+  }
+  return out;
+}
+
 export const SETTINGS: readonly Setting[] = [
   {
     key: 'dataDir',
@@ -598,6 +633,12 @@ export const SETTINGS: readonly Setting[] = [
     help: 'Per-pool settings by pool name (file only)',
     parse: pools,
   },
+  {
+    key: 'adapters',
+    default: {},
+    help: 'Protocol adapter options by URL scheme (file only), e.g. ftp: { maxConnections: 4 }; the options of each adapter are listed in docs/configuration.md. worker.fileRoots and worker.sftpKnownHosts, when set, win over adapters.file.roots and adapters.sftp.knownHosts',
+    parse: adapters,
+  },
   // ---------------------------------------------------------------------------------------------
 ];
 
@@ -779,6 +820,7 @@ function build(values: Map<string, unknown>): DtsConfig {
     deadlineAction: v('deadlineAction'),
     retry: { baseMs: v('retry.baseMs'), maxMs: v('retry.maxMs') },
     pools: v('pools'),
+    adapters: v('adapters'),
   };
 }
 
@@ -922,6 +964,35 @@ export type FileCheck = 'tls' | 'keyFile' | 'caFile' | 'knownHosts';
  * Checks that the files a command will use exist and load: the TLS certificate and key (and that
  * they belong together), the key file (when it must already exist), the CA file. Throws ConfigError.
  */
+/**
+ * The adapter options (`adapters`, with worker.fileRoots and worker.sftpKnownHosts) as the adapters
+ * see them: an unknown scheme, option or a refused value is a ConfigError at start, not a failure of
+ * the first job that reaches that adapter.
+ */
+export async function checkAdapters(
+  loaded: LoadedConfig,
+  options: Readonly<Record<string, Readonly<Record<string, unknown>>>> = registryConfig(loaded.config),
+): Promise<void> {
+  if (Object.keys(options).length === 0) return;
+  const { createDefaultRegistry } = await import('@dts/vfs');
+  const problems = await createDefaultRegistry({ config: options }).checkConfig();
+  if (problems.length === 0) return;
+  const source = (scheme: string, option?: string): Source => {
+    if (scheme === 'file' && option === 'roots' && loaded.config.worker.fileRoots.length)
+      return loaded.sources.get('worker.fileRoots') ?? { kind: 'default' };
+    if (scheme === 'sftp' && option === 'knownHosts' && loaded.config.worker.sftpKnownHosts)
+      return loaded.sources.get('worker.sftpKnownHosts') ?? { kind: 'default' };
+    return loaded.sources.get('adapters') ?? { kind: 'default' };
+  };
+  throw new ConfigError(
+    problems.map((p) => ({
+      key: `adapters.${p.scheme}${p.option ? `.${p.option}` : ''}`,
+      source: source(p.scheme, p.option),
+      message: p.message,
+    })),
+  );
+}
+
 export function checkFiles(loaded: LoadedConfig, checks: readonly FileCheck[]): void {
   const { config, sources } = loaded;
   const issues: ConfigIssue[] = [];

@@ -23,6 +23,8 @@ export interface CopyCommandOptions {
   readonly quiet: boolean;
   /** Minimum interval between progress events per file; undefined picks one that suits the output mode. */
   readonly progressIntervalMs?: number;
+  /** Adapter options by URL scheme (`--config FILE`'s `adapters`), already checked. */
+  readonly adapters?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
 }
 
 type StopSignal = 'SIGINT' | 'SIGTERM';
@@ -52,7 +54,7 @@ export async function copyCommand(options: CopyCommandOptions): Promise<number> 
   // Bars want frequent progress; a log or a JSON stream does not.
   const progressIntervalMs = options.progressIntervalMs ?? (mode === 'tty' ? 250 : 1000);
 
-  const registry = createDefaultRegistry();
+  const registry = createDefaultRegistry(options.adapters ? { config: options.adapters } : {});
   const stop = new Stopper(renderer);
   stop.install();
 

@@ -59,6 +59,9 @@ Options:
                               only (with --json: leaves out the progress events)
       --progress-interval MS  least milliseconds between progress updates of a file
                               (default: 250 on a terminal, 1000 otherwise)
+      --config FILE           protocol adapter options from a dts configuration file (its
+                              \`adapters\` section, e.g. ftp: { maxConnections: 4 }; the other
+                              settings are for the service and are not used here)
   -h, --help                  show this help
 
 Output:
@@ -173,11 +176,21 @@ async function copy(args: string[]): Promise<number> {
     json: { type: 'boolean', default: false },
     quiet: { type: 'boolean', short: 'q', default: false },
     'progress-interval': { type: 'string' },
+    config: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
     process.stdout.write(COPY_HELP);
     return EXIT.ok;
+  }
+  let adapters: Readonly<Record<string, Readonly<Record<string, unknown>>>> | undefined;
+  if (typeof values.config === 'string') {
+    // The file is checked whole (a mistake anywhere in it is reported), without the environment's
+    // DTS_* settings, which are the service's; only its adapter options apply to a copy.
+    const { checkAdapters, loadConfig } = await import('./config.js');
+    const loaded = loadConfig({ configFile: values.config, env: {} });
+    adapters = loaded.config.adapters;
+    await checkAdapters(loaded, adapters);
   }
   const file = onlyFile(positionals, 'copy');
   const interval = values['progress-interval'];
@@ -196,6 +209,7 @@ async function copy(args: string[]): Promise<number> {
     json: values.json === true,
     quiet: values.quiet === true,
     ...(progressIntervalMs !== undefined ? { progressIntervalMs } : {}),
+    ...(adapters ? { adapters } : {}),
   });
 }
 

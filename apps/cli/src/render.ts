@@ -5,8 +5,9 @@
  * - `JsonRenderer`: `--json`: every event as one JSON line, exactly as the engine made it.
  * All of them fold events into one JobTracker, which the summary reads afterwards.
  */
-import type { FileStateEvent, TransferEvent } from '@dts/transfer';
+
 import { createRequire } from 'node:module';
+import type { FileStateEvent, TransferEvent } from '@dts/transfer';
 import type cliProgress from 'cli-progress';
 import { averageRate, fit, formatBytes, formatDuration, formatRate, textWidth } from './format.js';
 import { formatError } from './summary.js';

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { ControlAction } from './client-commands.js';
-import { describeConfig, type LoadedConfig, loadConfig, settingsHelp } from './config.js';
+import { checkAdapters, describeConfig, type LoadedConfig, loadConfig, settingsHelp } from './config.js';
 import { EXIT, type ServiceCommand, UsageError } from './usage.js';
 
 export { SERVICE_COMMANDS, type ServiceCommand } from './usage.js';
@@ -312,6 +312,7 @@ export async function serviceMain(command: ServiceCommand, args: string[]): Prom
       const { values } = parse(command, args, { json: { type: 'boolean', default: false } });
       if (values.help) return help(command);
       const loaded = configWith(values, []);
+      await checkAdapters(loaded);
       for (const w of loaded.warnings) process.stderr.write(`dts config: warning: ${w}\n`);
       const rows = describeConfig(loaded);
       if (values.json === true) {

@@ -25,7 +25,14 @@ import {
 import { SqliteJobStore } from '@dts/store';
 import { startWorker } from '@dts/worker';
 import { pino } from 'pino';
-import { checkFiles, type DtsConfig, type LoadedConfig, maskUrl } from './config.js';
+import {
+  checkAdapters,
+  checkFiles,
+  type DtsConfig,
+  type LoadedConfig,
+  maskUrl,
+  registryConfig,
+} from './config.js';
 import { startTimeServices } from './queues.js';
 import { EXIT, UsageError } from './usage.js';
 
@@ -97,10 +104,7 @@ function workerOptions(config: DtsConfig) {
     deadlineAction: config.deadlineAction,
     retryBackoff: config.retry,
     ...(config.pools[w.pool]?.windows ? { windows: config.pools[w.pool]?.windows } : {}),
-    registryConfig: {
-      ...(w.fileRoots.length ? { file: { roots: [...w.fileRoots] } } : {}),
-      ...(w.sftpKnownHosts ? { sftp: { knownHosts: w.sftpKnownHosts } } : {}),
-    },
+    registryConfig: registryConfig(config),
   };
 }
 
@@ -195,6 +199,7 @@ export async function serveCommand(loaded: LoadedConfig): Promise<number> {
   const config = loaded.config;
   const logger = makeLogger(config, 'dts-serve');
   checkFiles(loaded, ['knownHosts']);
+  await checkAdapters(loaded);
   const api = await startApi(loaded, 'serve', logger);
   const worker = await startWorker({
     broker: api.broker,
@@ -245,6 +250,7 @@ export async function workerCommand(loaded: LoadedConfig): Promise<number> {
     );
   }
   checkFiles(loaded, ['knownHosts']);
+  await checkAdapters(loaded);
   const keys = await keyring(loaded, false);
   const logger = makeLogger(config, 'dts-worker');
   const broker = await openBroker(config, logger);

@@ -320,6 +320,31 @@ describe('dts copy', () => {
     expect(again.stdout).toMatch(/Done/);
   });
 
+  it('--config FILE: the adapters section reaches the adapters; a wrong option is refused before copying', async () => {
+    const src = join(work, 'cfg-src');
+    const dst = join(work, 'cfg-dst');
+    const want = await makeSource(src);
+    await writeFile(join(work, 'cfg-job.xml'), jobXml(dirUrl(src), dirUrl(dst)));
+    // The file adapter confined to the source: the sink is outside its roots.
+    await writeFile(join(work, 'confined.yaml'), `adapters:\n  file:\n    roots: [${JSON.stringify(src)}]\n`);
+    const confined = await dts(['copy', '--quiet', '--config', 'confined.yaml', 'cfg-job.xml'], {
+      cwd: work,
+    });
+    expect(confined.code).toBe(1);
+    expect(confined.stdout).toContain('XFR_OUTSIDE_ROOT');
+    await writeFile(join(work, 'roots.yaml'), `adapters:\n  file:\n    roots: [${JSON.stringify(work)}]\n`);
+    const allowed = await dts(['copy', '--quiet', '--config', 'roots.yaml', 'cfg-job.xml'], { cwd: work });
+    expect(allowed.code, allowed.stdout + allowed.stderr).toBe(0);
+    expect(await tree(dst)).toEqual(want);
+    // A misspelt option: exit 2 before anything is copied, naming the option, the file and line, and the right names.
+    await writeFile(join(work, 'typo.yaml'), 'adapters:\n  ftp:\n    maxConections: 4\n');
+    const typo = await dts(['copy', '--config', 'typo.yaml', 'cfg-job.xml'], { cwd: work });
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(
+      /adapters\.ftp\.maxConections \(in .*typo\.yaml:1\): the ftp adapter has no option "maxConections"; its options are maxConnections, /,
+    );
+  });
+
   it('exits 1 when the source is missing, naming its URL', async () => {
     const missing = dirUrl(join(work, 'not-there'));
     await writeFile(join(work, 'missing-job.xml'), jobXml(missing, dirUrl(join(work, 'never'))));

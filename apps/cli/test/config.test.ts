@@ -9,7 +9,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, checkFiles, describeConfig, loadConfig, SETTINGS } from '../src/config.js';
+import {
+  ConfigError,
+  checkAdapters,
+  checkFiles,
+  describeConfig,
+  loadConfig,
+  registryConfig,
+  SETTINGS,
+} from '../src/config.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -232,6 +240,56 @@ logLevel: loud
     expect(configError(() => loadConfig({ configFile: group, env: {}, cwd: dir })).message).toContain(
       'api (in',
     );
+  });
+
+  it('adapters: a mapping of scheme to options (file only); the registry checks schemes, names and values', async () => {
+    const ok = await file('adapters.yaml', 'adapters:\n  ftp:\n    maxConnections: 4\n  webdavs:\n');
+    const loaded = loadConfig({ configFile: ok, env: {}, cwd: dir });
+    expect(loaded.config.adapters).toEqual({ ftp: { maxConnections: 4 }, webdavs: {} });
+    await checkAdapters(loaded);
+    // worker.fileRoots wins over adapters.file.roots; the other file options stay.
+    const both = await file(
+      'both.yaml',
+      `adapters:\n  file:\n    roots: [/elsewhere]\n    fsync: true\nworker:\n  fileRoots: [${JSON.stringify(dir)}]\n`,
+    );
+    expect(registryConfig(loadConfig({ configFile: both, env: {}, cwd: dir }).config).file).toEqual({
+      roots: [dir],
+      fsync: true,
+    });
+    const shape = await file('adapters-shape.yaml', 'adapters:\n  FTP:\n    maxConnections: 4\n');
+    expect(configError(() => loadConfig({ configFile: shape, env: {}, cwd: dir })).message).toContain(
+      '"FTP" is not a URL scheme',
+    );
+    const bad = await file('adapters-bad.yaml', 'adapters:\n  gopher: {}\n  sftp:\n    maxConnections: 0\n');
+    const err = await checkAdapters(loadConfig({ configFile: bad, env: {}, cwd: dir })).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(
+      /adapters\.gopher \(in .*adapters-bad\.yaml:1\): no adapter serves "gopher:" URLs; configure one of file, ftp/,
+    );
+    expect((err as Error).message).toContain('adapters.sftp (in');
+    expect((err as Error).message).toContain(
+      'sftp option maxConnections must be a whole number above 0, got 0',
+    );
+  });
+
+  it('docs/configuration.md lists every option of every adapter', async () => {
+    const vfs = await import('@dts/vfs');
+    const doc = readFileSync(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+    const section = doc.slice(doc.indexOf('## Adapter options'), doc.indexOf('## HTTPS'));
+    const factories = [
+      vfs.fileAdapterFactory,
+      vfs.sftpAdapterFactory,
+      vfs.ftpAdapterFactory,
+      vfs.webdavAdapterFactory,
+      vfs.httpAdapterFactory,
+    ];
+    for (const f of factories) {
+      const part = section.slice(section.indexOf(`### \`${f.schemes[0]}\``));
+      const table = part.slice(0, part.indexOf('\n### ', 5) > 0 ? part.indexOf('\n### ', 5) : undefined);
+      for (const o of f.options) expect(table, `${f.schemes[0]} ${o.name}`).toContain(`| \`${o.name}\` |`);
+    }
   });
 
   it('pools: names are checked and unknown per-pool settings refused', async () => {

@@ -29,6 +29,7 @@ export { HttpAdapter, type HttpAdapterOptions, httpAdapterFactory } from './http
 export {
   AdapterRegistry,
   type AdapterRegistryOptions,
+  type ConfigProblem,
   createDefaultRegistry,
   type ResolvedLocation,
   type ResolveOptions,

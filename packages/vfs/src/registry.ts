@@ -26,6 +26,13 @@ export interface AdapterRegistryOptions {
   readonly config?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
 }
 
+/** A problem with the adapter configuration of one scheme (and option, when it is about one). */
+export interface ConfigProblem {
+  readonly scheme: string;
+  readonly option?: string;
+  readonly message: string;
+}
+
 /**
  * Maps URL schemes to adapter factories and pools adapters per (scheme, host, port, user, credential),
  * so one connection pool serves every file a job copies from the same place.
@@ -102,6 +109,46 @@ export class AdapterRegistry {
       this.pool.set(key, adapter);
     }
     return { adapter, path, displayUrl: maskUrl(url) };
+  }
+
+  /**
+   * Problems with the per-scheme configuration, found without connecting anywhere: a scheme no
+   * adapter serves, an option its adapter does not take, a value it refuses (each adapter checks its
+   * own values when it is made: one is made for a placeholder host and closed). Empty when all is well.
+   * For a service to refuse a wrong configuration at start rather than at its first job.
+   */
+  async checkConfig(): Promise<ConfigProblem[]> {
+    const problems: ConfigProblem[] = [];
+    for (const [scheme, options] of Object.entries(this.config)) {
+      const factory = this.factories.get(scheme);
+      if (!factory) {
+        problems.push({
+          scheme,
+          message: `no adapter serves "${scheme}:" URLs; configure one of ${this.schemes().join(', ')}`,
+        });
+        continue;
+      }
+      const names = factory.options.map((o) => o.name);
+      const unknown = Object.keys(options).filter((k) => !names.includes(k));
+      for (const option of unknown) {
+        problems.push({
+          scheme,
+          option,
+          message: `the ${scheme} adapter has no option "${option}"; its options are ${names.join(', ')}`,
+        });
+      }
+      if (unknown.length > 0) continue;
+      try {
+        const adapter = factory.create(
+          { scheme, host: scheme === 'file' ? '' : 'config-check.invalid' },
+          options,
+        );
+        await adapter.close();
+      } catch (err) {
+        problems.push({ scheme, message: (err as Error).message });
+      }
+    }
+    return problems;
   }
 
   /** Closes every pooled adapter. */
