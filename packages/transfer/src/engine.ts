@@ -427,6 +427,17 @@ class CopyRun {
   }
 
   /**
+   * Whether a file goes to this sink under its final name: the sink makes a whole write of this size
+   * atomic (a WebDAV server that stores a PUT aside until it is complete, configured so), the size is
+   * known, and no checksum is asked for (a mismatch found after the write must not have replaced the
+   * old file).
+   */
+  private writesDirect(sink: SinkTarget, entry: Entry): boolean {
+    const max = sink.loc.adapter.capabilities.atomicWriteMaxBytes ?? 0;
+    return max > 0 && !entry.sizeUnknown && entry.size <= max && !this.copy.requirements.checksum;
+  }
+
+  /**
    * Whether `temp` may hold a partial copy to resume. In a tree copy, one listing of each sink
    * directory answers this for all its files (most trees have none), instead of a stat per file that
    * nearly always finds nothing; a retry always looks again (its own earlier attempt left one).
@@ -477,7 +488,8 @@ class CopyRun {
     let attempt = 0;
     try {
       if (this.discarding) {
-        for (const t of targets) pending.push({ ...t, appendAt: undefined, temp: tempPath(t.target) });
+        for (const t of targets)
+          pending.push({ ...t, appendAt: undefined, direct: false, temp: tempPath(t.target) });
         throw new TransferError('XFR_CANCELLED', 'cancelled before it started');
       }
       this.signal?.throwIfAborted();
@@ -494,7 +506,13 @@ class CopyRun {
         // append to an existing file writes in place from its old end (kept, so a retry rewrites
         // only the appended part); anything else goes through a temporary file and a rename.
         const appendAt = flag === 'append' && existing ? existing.size : undefined;
-        pending.push({ ...t, appendAt, temp: appendAt === undefined ? tempPath(t.target) : t.target });
+        const direct = appendAt === undefined && this.writesDirect(t.sink, entry);
+        pending.push({
+          ...t,
+          appendAt,
+          direct,
+          temp: appendAt === undefined && !direct ? tempPath(t.target) : t.target,
+        });
       }
       if (pending.length === 0) {
         this.counts.skipped++;
@@ -517,7 +535,8 @@ class CopyRun {
           onStored?.();
           // A stop that came while the last bytes were written still wins: no file under its final
           // name after a cancel (the temporary file is removed below; a suspend keeps it, complete).
-          this.signal?.throwIfAborted();
+          // A file written directly is already complete under its name: it counts as copied.
+          if (pending.some((t) => !t.direct)) this.signal?.throwIfAborted();
           for (const t of pending) if (t.temp !== t.target) await t.sink.loc.adapter.rename(t.temp, t.target);
           if (this.copy.requirements.deleteSource) await source.loc.adapter.remove(sourcePath);
           this.counts.done++;
@@ -582,6 +601,7 @@ class CopyRun {
     const left: string[] = [];
     await Promise.all(
       pending.map(async (t) => {
+        if (t.direct) return; // an atomic write that failed left the old file (or none): nothing to undo
         const adapter = t.sink.loc.adapter;
         try {
           if (t.appendAt === undefined) await adapter.remove(t.temp);
@@ -633,6 +653,7 @@ class CopyRun {
     if (
       pending.length === 1 &&
       first.appendAt === undefined &&
+      !first.direct &&
       !req.checksum &&
       (this.options.kernelCopy ?? true) &&
       srcAdapter.copy &&
@@ -832,8 +853,18 @@ class CopyRun {
           ),
         );
       }
+      // The size is held against the bytes before the sinks see their end: a file that changed
+      // during the copy is never completed, so a sink that makes whole writes atomic (`direct`)
+      // drops it too, keeping the old file.
+      const size = entry.sizeUnknown ? (reported ?? written) : entry.size;
+      if (written !== size) {
+        throw new TransferError(
+          'XFR_INTEGRITY',
+          `${source.loc.displayUrl}: read ${written} bytes but the file has ${size}; it changed during the copy`,
+        );
+      }
       for (const p of pipes) p.end();
-      await Promise.all(writes);
+      await (writes.length === 1 ? writes[0] : Promise.all(writes));
     } catch (err) {
       const sinkFailure = attemptAbort.signal.aborted ? attemptAbort.signal.reason : undefined;
       attemptAbort.abort(err);
@@ -861,16 +892,9 @@ class CopyRun {
       this.signal?.removeEventListener('abort', onStop);
     }
 
-    // The size to hold the bytes against: the listed one; for a file listed without one, the size
+    // The size held against the bytes above: the listed one; for a file listed without one, the size
     // its read reported, or (no report) the bytes it gave.
     const size = entry.sizeUnknown ? (reported ?? written) : entry.size;
-    if (written !== size) {
-      await Promise.all(pending.map((t) => this.discardPartial(t)));
-      throw new TransferError(
-        'XFR_INTEGRITY',
-        `${source.loc.displayUrl}: read ${written} bytes but the file has ${size}; it changed during the copy`,
-      );
-    }
     const checksum = hash?.digest();
     if (checksum && req.expectedChecksum && checksum !== req.expectedChecksum.toLowerCase()) {
       await Promise.all(pending.map((t) => this.discardPartial(t)));
@@ -897,6 +921,7 @@ class CopyRun {
 
   /** Drops a partial that must not be resumed (so the retry starts from 0). */
   private async discardPartial(t: PendingSink): Promise<void> {
+    if (t.direct) return;
     const adapter = t.sink.loc.adapter;
     if (t.appendAt === undefined) await adapter.remove(t.temp).catch(() => undefined);
     else if (adapter.capabilities.writeAtOffset)
@@ -913,7 +938,7 @@ class CopyRun {
     if (!source.loc.adapter.capabilities.readAtOffset) return 0;
     let offset = Number.POSITIVE_INFINITY;
     for (const t of pending) {
-      if (t.appendAt !== undefined || !t.sink.loc.adapter.capabilities.writeAtOffset) return 0;
+      if (t.direct || t.appendAt !== undefined || !t.sink.loc.adapter.capabilities.writeAtOffset) return 0;
       if (!(await this.mayHavePartial(t, attempt))) return 0;
       const partial = await this.statOrNull(t.sink.loc.adapter, t.temp);
       if (!partial || partial.size === 0) return 0;
@@ -1046,10 +1071,16 @@ interface PendingSink {
   readonly sink: SinkTarget;
   /** Final path. */
   readonly target: string;
-  /** Where bytes go: a temporary file beside the target, or the target itself for an append. */
+  /** Where bytes go: a temporary file beside the target, or the target itself (an append, or `direct`). */
   readonly temp: string;
   /** Append: the existing target's length, which is kept. */
   readonly appendAt: number | undefined;
+  /**
+   * Written under its final name by a write the sink makes atomic (`atomicWriteMaxBytes`): no
+   * temporary name, no rename, nothing partial to resume or clean up (a failed write leaves the old
+   * file, or none).
+   */
+  readonly direct: boolean;
 }
 
 function sinksOf(pending: readonly PendingSink[]): SinkTarget[] {

@@ -14,6 +14,12 @@ export interface Capabilities {
   readonly append: boolean;
   /** `rename` replaces the target atomically (readers see the old or the new file, never half of one). */
   readonly atomicRename: boolean;
+  /**
+   * A new file of at most this many bytes, written whole from offset 0, appears under its name only
+   * once complete, and a failed write leaves the old file (or none): the engine then writes it under
+   * its final name, without a temporary name and a rename. 0 or absent: no such guarantee.
+   */
+  readonly atomicWriteMaxBytes?: number;
   /** `copy` exists: the server copies within itself, no bytes pass through dts. */
   readonly serverSideCopy: boolean;
   /** Algorithms `checksum` can compute on the server side; empty when `checksum` is absent. */

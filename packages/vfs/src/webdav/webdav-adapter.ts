@@ -53,6 +53,14 @@ export interface WebDavAdapterOptions extends HttpClientOptions {
    * that refuses ranged PUTs is detected and gets one plain PUT instead.
    */
   readonly resumableUploads?: boolean;
+  /**
+   * The server stores a plain PUT's body aside and gives it its name only once it is complete, and
+   * drops it when the request fails (Apache mod_dav_fs: a `.davfs.tmp` file renamed at the end;
+   * nginx's dav module: its client body file, renamed). Then a file of up to 1 MiB (sent in one PUT)
+   * is uploaded under its final name: no temporary name and no MOVE, one request per file instead of
+   * two. Default false: dts cannot tell such a server from one that writes in place.
+   */
+  readonly atomicPut?: boolean;
 }
 
 const CAPABILITIES: Capabilities = {
@@ -85,7 +93,7 @@ class RangedPutRefused extends Error {
 
 export class WebDavAdapter implements Adapter {
   readonly scheme: string;
-  readonly capabilities = CAPABILITIES;
+  readonly capabilities: Capabilities;
   private readonly client: HttpClient;
   private readonly versions = new VersionMemory();
   private readonly resumableUploads: boolean;
@@ -98,6 +106,11 @@ export class WebDavAdapter implements Adapter {
     if (typeof resumable !== 'boolean')
       throw badOption(endpoint.scheme, 'resumableUploads', 'true or false', resumable);
     this.resumableUploads = resumable;
+    const atomicPut = config.atomicPut ?? false;
+    if (typeof atomicPut !== 'boolean')
+      throw badOption(endpoint.scheme, 'atomicPut', 'true or false', atomicPut);
+    // A file up to FIRST_PART goes in one plain PUT (see fresh), which such a server makes atomic.
+    this.capabilities = atomicPut ? { ...CAPABILITIES, atomicWriteMaxBytes: FIRST_PART } : CAPABILITIES;
     this.client = new HttpClient(
       endpoint,
       parseHttpClientOptions(endpoint.scheme, config),
@@ -620,6 +633,11 @@ export const webdavAdapterFactory: AdapterFactory = {
       name: 'resumableUploads',
       help: 'Send uploads over 1 MiB as a PUT of the first MiB and a Content-Range PUT of the rest, so a cut upload resumes (Apache mod_dav); refused by the server, it falls back to one PUT',
       default: true,
+    },
+    {
+      name: 'atomicPut',
+      help: 'The server gives a PUT its name only once the body is complete (Apache mod_dav_fs, nginx dav): files up to 1 MiB are uploaded under their final name, without a temporary name and a MOVE (one request per file instead of two)',
+      default: false,
     },
   ],
   create: (endpoint, config) => new WebDavAdapter(endpoint, config),
