@@ -21,6 +21,7 @@ import { runAdapterConformance } from '@dts/vfs/conformance';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APACHE_BINARY, type ApacheServer, startApache } from '../../../test/servers/apache.js';
 import { CutProxy, missingServer, tempDir } from '../../../test/servers/common.js';
+import { childByUrl, childOf } from '../src/http/http-adapter.js';
 
 const skip = missingServer([APACHE_BINARY], 'apache2');
 const MiB = 1024 * 1024;
@@ -522,6 +523,42 @@ function collectEvents(): { events: TransferEvent[]; onEvent: (e: TransferEvent)
 }
 
 /** Index pages whose links Apache would not write: a directory without its `/`, a file that is gone. */
+describe('index page links', () => {
+  it('a plain relative link is read without the URL parser, to the same child the parser finds', () => {
+    const base = new URL('http://127.0.0.1:8080/data/run%2042/');
+    const hrefs = [
+      'f0.bin',
+      'd0/',
+      'a%20b.h5',
+      'caf%C3%A9.txt',
+      'café.txt',
+      '%E2%9C%93/',
+      '100%.txt',
+      '.',
+      './',
+      '..',
+      '../',
+      '.hidden',
+      'x%2Fy',
+      'x%2F',
+      '?C=N;O=D',
+      'a?b',
+      'a#b',
+      'mailto:x',
+      'a\\b',
+      ' padded ',
+      'tab\tname',
+      '/data/run%2042/abs.bin',
+      '/elsewhere/x',
+      'http://other.example/data/run%2042/x',
+      'sub/deeper.bin',
+    ];
+    for (const h of hrefs) expect(childOf(h, base), h).toEqual(childByUrl(h, base));
+    expect(childOf('a%20b.h5', base)).toEqual({ name: 'a b.h5', directory: false });
+    expect(childOf('%E2%9C%93/', base)).toEqual({ name: '✓', directory: true });
+  });
+});
+
 describe('http tree copies from an index page with odd links', () => {
   const files: Record<string, Buffer> = {
     '/idx/a.bin': randomBytes(20_000),

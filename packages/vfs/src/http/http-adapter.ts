@@ -410,7 +410,25 @@ export const httpAdapterFactory: AdapterFactory = {
 };
 
 /** The direct child an index link names (`name` or `name/`), or undefined for anything else. */
-function childOf(href: string, base: URL): { name: string; directory: boolean } | undefined {
+/**
+ * A link that can only name a child of the page's directory: one relative path segment (with a
+ * trailing `/` for a directory) and none of what a URL parser would rewrite or read as more than a
+ * segment (`:`, `?`, `#`, `\\`, whitespace, control characters). What index pages mostly hold:
+ * taken without a URL parse per link.
+ */
+const PLAIN_CHILD = /^[^/?#:\\\s\x00-\x1f\x7f]+\/?$/;
+
+/** The child of the index page's directory that a link names, if it names one (exported for tests). */
+export function childOf(href: string, base: URL): { name: string; directory: boolean } | undefined {
+  if (!PLAIN_CHILD.test(href)) return childByUrl(href, base);
+  const directory = href.endsWith('/');
+  const name = decodeUrlPath(directory ? href.slice(0, -1) : href);
+  if (name === undefined || name === '.' || name === '..' || name.includes('/')) return undefined;
+  return { name, directory };
+}
+
+/** `childOf` by the URL parser: any link (absolute, with a query, other hosts…). Exported for tests. */
+export function childByUrl(href: string, base: URL): { name: string; directory: boolean } | undefined {
   let u: URL;
   try {
     u = new URL(href, base);
