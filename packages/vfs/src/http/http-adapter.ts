@@ -416,6 +416,7 @@ export const httpAdapterFactory: AdapterFactory = {
  * segment (`:`, `?`, `#`, `\\`, whitespace, control characters). What index pages mostly hold:
  * taken without a URL parse per link.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it keeps out
 const PLAIN_CHILD = /^[^/?#:\\\s\x00-\x1f\x7f]+\/?$/;
 
 /** The child of the index page's directory that a link names, if it names one (exported for tests). */
