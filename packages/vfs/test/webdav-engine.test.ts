@@ -6,31 +6,21 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { DEFAULT_COPY_REQUIREMENTS, type JobSpec } from '@dts/document';
+import type { JobSpec } from '@dts/document';
 import { runJob } from '@dts/transfer';
 import { createDefaultRegistry } from '@dts/vfs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APACHE_BINARY, type ApacheServer, startApache } from '../../../test/servers/apache.js';
 import { missingServer, tempDir } from '../../../test/servers/common.js';
+import { copySpec, jobSpec } from '../../transfer/test/helpers.js';
 import { InstrumentedAdapter, instrumentedFactory } from '../../transfer/test/instrumented-adapter.js';
 
 const skip = missingServer([APACHE_BINARY], 'apache2');
 const MiB = 1024 * 1024;
 
+/** One copy from `source` to `sink`, two attempts per file. */
 function job(source: string, sink: string): JobSpec {
-  return {
-    bulk: { maxAttempts: 1, priority: 3 },
-    properties: {},
-    credentials: {},
-    copies: [
-      {
-        id: 'c1',
-        source: { locations: [{ url: source }], select: { include: [], exclude: [] } },
-        sinks: [{ locations: [{ url: sink }] }],
-        requirements: { ...DEFAULT_COPY_REQUIREMENTS, maxAttempts: 2 },
-      },
-    ],
-  };
+  return jobSpec(copySpec({ sources: [source], sinks: [[sink]], requirements: { maxAttempts: 2 } }));
 }
 
 describe.skipIf(skip)('the engine over webdav with atomicPut (Apache mod_dav_fs)', () => {
