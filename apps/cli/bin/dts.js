@@ -28,6 +28,10 @@ if (!existsSync(entry)) {
   process.exit(1);
 }
 
+// Commands that read a job document start loading the XML validator first: its WebAssembly
+// (libxml2) compiles on V8's background threads while the rest of the command's modules load.
+if (['copy', 'validate'].includes(process.argv[2] ?? '')) import('@dts/document').catch(() => undefined);
+
 let main;
 try {
   ({ main } = await import(entry.href));
