@@ -809,8 +809,12 @@ class ResponseBody extends Readable {
     this.res.resume();
   }
 
+  /** (Re)starts the stall timer: one Timeout per body, refreshed per chunk rather than made anew. */
   private arm(): void {
-    clearTimeout(this.timer);
+    if (this.timer) {
+      this.timer.refresh();
+      return;
+    }
     this.timer = setTimeout(() => {
       this.destroy(
         timeoutError(this.o.url, `no data for ${this.o.idleTimeoutMs} ms after ${this.received} bytes`),
@@ -818,8 +822,13 @@ class ResponseBody extends Readable {
     }, this.o.idleTimeoutMs);
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  /** Stops the stall timer: while our reader is behind (the wait is ours, not the server's), and at the end. */
+  private disarm(): void {
     clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
     this.received += chunk.length;
     let part = chunk;
     if (this.skip > 0) {
@@ -832,11 +841,14 @@ class ResponseBody extends Readable {
       }
     }
     if (this.push(part)) this.arm();
-    else this.res.pause();
+    else {
+      this.disarm();
+      this.res.pause();
+    }
   };
 
   private readonly onEnd = (): void => {
-    clearTimeout(this.timer);
+    this.disarm();
     if (!this.res.complete) {
       this.destroy(this.cut());
       return;
@@ -877,7 +889,7 @@ class ResponseBody extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    clearTimeout(this.timer);
+    this.disarm();
     this.res.off('data', this.onData);
     this.res.off('end', this.onEnd);
     this.res.off('error', this.onError);
