@@ -1,4 +1,5 @@
 /** The ftp adapter's pure parts: reply codes and errors into the taxonomy, listing and date parsing. */
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { FTPError } from 'basic-ftp';
@@ -9,6 +10,20 @@ import { DownloadStream } from '../src/ftp/transfer.js';
 
 const url = 'ftp://bob@files.example/in/a.bin';
 const reply = (code: number, text: string) => new FTPError({ code, message: `${code} ${text}` });
+
+describe('basic-ftp is loaded on first use', () => {
+  it('a process that imports @dts/vfs and classifies a non-FTP error has not loaded it', () => {
+    // The built package, in a fresh process: this test file itself has basic-ftp loaded.
+    const index = new URL('../dist/index.js', import.meta.url).href;
+    const script = `const vfs = await import(${JSON.stringify(index)});
+      vfs.classifySystemError(new Error('x'));
+      const { createRequire } = await import('node:module');
+      const cache = createRequire(import.meta.url).cache;
+      console.log(Object.keys(cache).filter((k) => k.includes('basic-ftp')).length);`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(out.trim()).toBe('0');
+  });
+});
 
 describe('classifyFtpError', () => {
   it.each([

@@ -3,8 +3,9 @@
  * errors, TLS and socket errors. Everything the ftp adapter throws passes through `classifyFtpError`.
  * A full disk is the one judgement call (vsftpd's 451 after an upload's data): see `isNoSpaceReply`.
  */
-import { FTPError } from 'basic-ftp';
+import type { FTPError } from 'basic-ftp';
 import { classifySystemError, type ErrorCode, isTransferError, TransferError } from '../errors.js';
+import { isFtpError } from './basic.js';
 
 /** Node's codes for a certificate the client does not trust (or that is not for this host). */
 const UNTRUSTED_CERTIFICATE = new Set([
@@ -35,7 +36,7 @@ export interface ClassifyOptions {
 
 /** The reply code of an FTP error reply (basic-ftp's FTPError), or undefined for any other error. */
 export function replyCode(err: unknown): number | undefined {
-  if (err instanceof FTPError) return err.code;
+  if (isFtpError(err)) return err.code;
   return undefined;
 }
 
@@ -230,6 +231,6 @@ export function scrubSecret(s: string, secret: string | undefined): string {
 
 /** A TransferError saying the FTP command was refused; for call sites that know better than the reply code. */
 export function refined(code: ErrorCode, url: string, what: string, cause: unknown): TransferError {
-  const said = cause instanceof FTPError ? ` (${cause.code} ${serverText(cause)})` : '';
+  const said = isFtpError(cause) ? ` (${cause.code} ${serverText(cause)})` : '';
   return new TransferError(code, `${url}: ${what}${said}`, { url, cause });
 }

@@ -24,7 +24,7 @@ import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { type ConnectionOptions, createSecureContext, type SecureContext } from 'node:tls';
-import { Client, type FTPResponse } from 'basic-ftp';
+import type { Client, FTPResponse } from 'basic-ftp';
 import type {
   Adapter,
   AdapterFactory,
@@ -36,6 +36,7 @@ import type {
   WriteResult,
 } from '../adapter.js';
 import { isTransferError, TransferError } from '../errors.js';
+import { basicFtp } from './basic.js';
 import { classifyFtpError, refined, replyCode } from './classify.js';
 import { type ListedName, ListingQueue, parseFacts, parseLsLines, parseMlsdLines } from './listing.js';
 import { FtpPool, type Lease, type LeaseKind, type PoolStats } from './pool.js';
@@ -510,7 +511,7 @@ export class FtpAdapter implements Adapter {
   // ---- connections ----
 
   private async dial(): Promise<Client> {
-    const client = new Client(this.timeoutMs);
+    const client = new (basicFtp().Client)(this.timeoutMs);
     // basic-ftp's protocol log would print every reply (and it is the only place a password could show).
     client.ftp.verbose = false;
     withoutTaskStacks(client);

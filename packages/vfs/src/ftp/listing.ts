@@ -6,8 +6,8 @@
  * of lines and `highWater` (LISTING_QUEUE) entries do.
  */
 import { Writable } from 'node:stream';
-import { FileType, parseList } from 'basic-ftp';
 import type { EntryType } from '../adapter.js';
+import { basicFtp } from './basic.js';
 
 /** One listed name, before the adapter turns it into an Entry. */
 export interface ListedName {
@@ -135,6 +135,7 @@ export class ListingQueue {
 export function parseLsLines(lines: readonly string[], now = new Date()): ListedName[] {
   const useful = lines.filter((l) => !/^total\s+\d+/.test(l));
   if (useful.length === 0) return [];
+  const { FileType, parseList } = basicFtp();
   return parseList(useful.join('\n'))
     .filter((f) => f.name !== '.' && f.name !== '..' && f.name !== '')
     .map((f) => {

@@ -21,7 +21,8 @@
 import { Socket } from 'node:net';
 import { finished, Readable } from 'node:stream';
 import { TLSSocket, connect as tlsConnect } from 'node:tls';
-import { type Client, enterPassiveModeIPv6, type FTPContext, FTPError, type FTPResponse } from 'basic-ftp';
+import type { Client, FTPContext, FTPResponse } from 'basic-ftp';
+import { basicFtp, isFtpError } from './basic.js';
 
 export type Direction = 'download' | 'upload';
 
@@ -74,7 +75,7 @@ export async function runTransfer(
   const pipelined =
     direction === 'download' &&
     options.pipelining !== false &&
-    client.prepareTransfer === enterPassiveModeIPv6 &&
+    client.prepareTransfer === basicFtp().enterPassiveModeIPv6 &&
     host !== undefined;
   if (!pipelined) {
     await client.prepareTransfer(ftp);
@@ -149,7 +150,7 @@ export async function runTransfer(
       dropOwn();
       task.resolve(reply);
     };
-    if (preliminary.length > 0 && (res instanceof FTPError || !(res instanceof Error))) {
+    if (preliminary.length > 0 && (isFtpError(res) || !(res instanceof Error))) {
       const step = preliminary.shift() as 'EPSV' | 'REST';
       const port = step === 'EPSV' && !(res instanceof Error) && res.code === 229 ? epsvPort(res.message) : 0;
       const ok = step === 'EPSV' ? port > 0 : !(res instanceof Error) && res.code === 350;
@@ -167,7 +168,7 @@ export async function runTransfer(
     }
     if (res instanceof Error) {
       // Waiting for the reply, the control connection failed too: the data connection's error is the news.
-      fail(dataError && !(res instanceof FTPError) ? dataError : res);
+      fail(dataError && !isFtpError(res) ? dataError : res);
       return;
     }
     if (res.code === 150 || res.code === 125) {
