@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import {
   generateKeyring,
   type Keyring,
@@ -70,6 +70,7 @@ describe('sealing', () => {
 
   it('reads a key file and rejects bad configuration', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dts-seal-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const kr: Keyring = generateKeyring();
     const file = join(dir, 'keys.json');
     writeFileSync(file, JSON.stringify(keyringToJson(kr)));

@@ -5,7 +5,7 @@
  * sftp.test.ts.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, stat as fsStat, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, stat as fsStat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { posix } from 'node:path';
@@ -21,7 +21,7 @@ import {
   type TransferError,
 } from '@dts/vfs';
 import type { SFTPWrapper } from 'ssh2';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { CutProxy, freePort, tempDir } from '../../../test/servers/common.js';
 import { type SshdServer, sshdSkipReason, startSshd } from '../../../test/servers/sshd.js';
 import { widenWindow, zeroCopyRead } from '../src/sftp/session.js';
@@ -266,7 +266,9 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
     });
 
     it('an unknown host key is refused, printing the fingerprint to pin', async () => {
-      const empty = posix.join(await tempDir('dts-sftp-kh-'), 'known_hosts');
+      const dir = await tempDir('dts-sftp-kh-');
+      onTestFinished(() => rm(dir, { recursive: true, force: true }));
+      const empty = posix.join(dir, 'known_hosts');
       await writeFile(empty, '');
       const adapter = connect({ pin: null, knownHosts: empty });
       const err = await failure(() => adapter.stat('/'));
@@ -286,6 +288,7 @@ describe.skipIf(skip !== undefined)('sftp against OpenSSH: faults, resume, secur
       expect(err.message).toContain(other);
 
       const kh = await tempDir('dts-sftp-kh-');
+      onTestFinished(() => rm(kh, { recursive: true, force: true }));
       const plain = posix.join(kh, 'plain');
       await writeFile(plain, `# a comment\n[127.0.0.1]:${server.port} ${server.hostKeyLine}\n`);
       expect((await connect({ pin: null, knownHosts: plain }).stat('/')).type).toBe('directory');
