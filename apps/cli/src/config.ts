@@ -961,10 +961,6 @@ function distance(a: string, b: string): number {
 export type FileCheck = 'tls' | 'keyFile' | 'caFile' | 'knownHosts';
 
 /**
- * Checks that the files a command will use exist and load: the TLS certificate and key (and that
- * they belong together), the key file (when it must already exist), the CA file. Throws ConfigError.
- */
-/**
  * The adapter options (`adapters`, with worker.fileRoots and worker.sftpKnownHosts) as the adapters
  * see them: an unknown scheme, option or a refused value is a ConfigError at start, not a failure of
  * the first job that reaches that adapter.
@@ -993,6 +989,10 @@ export async function checkAdapters(
   );
 }
 
+/**
+ * Checks that the files a command will use exist and load: the TLS certificate and key (and that
+ * they belong together), the key file (when it must already exist), the CA file. Throws ConfigError.
+ */
 export function checkFiles(loaded: LoadedConfig, checks: readonly FileCheck[]): void {
   const { config, sources } = loaded;
   const issues: ConfigIssue[] = [];

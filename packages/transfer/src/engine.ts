@@ -855,7 +855,8 @@ class CopyRun {
       }
       // The size is held against the bytes before the sinks see their end: a file that changed
       // during the copy is never completed, so a sink that makes whole writes atomic (`direct`)
-      // drops it too, keeping the old file.
+      // drops it too, keeping the old file. The size is the listed one; for a file listed without
+      // one, the size its read reported, or (no report) the bytes it gave.
       const size = entry.sizeUnknown ? (reported ?? written) : entry.size;
       if (written !== size) {
         throw new TransferError(
@@ -892,9 +893,6 @@ class CopyRun {
       this.signal?.removeEventListener('abort', onStop);
     }
 
-    // The size held against the bytes above: the listed one; for a file listed without one, the size
-    // its read reported, or (no report) the bytes it gave.
-    const size = entry.sizeUnknown ? (reported ?? written) : entry.size;
     const checksum = hash?.digest();
     if (checksum && req.expectedChecksum && checksum !== req.expectedChecksum.toLowerCase()) {
       await Promise.all(pending.map((t) => this.discardPartial(t)));
@@ -905,7 +903,8 @@ class CopyRun {
     }
     return {
       detail: 'stream',
-      size,
+      // Held against the listed (or reported) size before the sinks' end, above.
+      size: written,
       ...(offset > 0 ? { resumedFrom: offset } : {}),
       ...(checksum ? { checksum, checksumAlgorithm: req.checksum } : {}),
     };

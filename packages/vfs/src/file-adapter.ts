@@ -743,10 +743,6 @@ function cancelled(url: string, signal: AbortSignal): TransferError {
   return new TransferError('XFR_CANCELLED', `${url}: stopped on request`, { url, cause: reason });
 }
 
-/**
- * A file read from an offset. Not `FileHandle.createReadStream`, so that every error it emits — an
- * abort included — is already a TransferError, as the Adapter contract promises for streams too.
- */
 /** Writes every byte of `chunks` at `position` (null: at the end, for append); returns the count. */
 async function writeAll(
   handle: fs.FileHandle,
@@ -793,6 +789,10 @@ function writeAllSync(fd: number, chunks: readonly Uint8Array[]): void {
   }
 }
 
+/**
+ * A file read from an offset. Not `FileHandle.createReadStream`, so that every error it emits — an
+ * abort included — is already a TransferError, as the Adapter contract promises for streams too.
+ */
 class FileReadStream extends Readable {
   private position: number;
   private remaining: number;

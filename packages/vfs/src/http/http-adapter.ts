@@ -409,7 +409,6 @@ export const httpAdapterFactory: AdapterFactory = {
   create: (endpoint, config) => new HttpAdapter(endpoint, config),
 };
 
-/** The direct child an index link names (`name` or `name/`), or undefined for anything else. */
 /**
  * A link that can only name a child of the page's directory: one relative path segment (with a
  * trailing `/` for a directory) and none of what a URL parser would rewrite or read as more than a
@@ -419,7 +418,7 @@ export const httpAdapterFactory: AdapterFactory = {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it keeps out
 const PLAIN_CHILD = /^[^/?#:\\\s\x00-\x1f\x7f]+\/?$/;
 
-/** The child of the index page's directory that a link names, if it names one (exported for tests). */
+/** The direct child an index link names (`name` or `name/`), or undefined for anything else (exported for tests). */
 export function childOf(href: string, base: URL): { name: string; directory: boolean } | undefined {
   if (!PLAIN_CHILD.test(href)) return childByUrl(href, base);
   const directory = href.endsWith('/');
