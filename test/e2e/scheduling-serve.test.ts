@@ -5,12 +5,14 @@
  * `dts queues` shows the live picture. On RabbitMQ: `dts api` and two `dts scheduler` processes (three
  * schedulers on one store) publish a held job once, and a `dts worker` runs it once.
  */
+
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, tempDir, waitForPort } from '../servers/common.js';
+import { rabbitmqctlSync } from '../servers/rabbitmq.js';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const dtsBin = path.join(repo, 'apps/cli/bin/dts.js');
@@ -155,10 +157,8 @@ describe('dts serve with scheduled and expiring jobs', () => {
 const vhost = `dts-sched-e2e-${process.pid}-${Date.now()}`;
 const rabbit = (() => {
   try {
-    execFileSync('rabbitmqctl', ['add_vhost', vhost], { stdio: 'ignore' });
-    execFileSync('rabbitmqctl', ['set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*'], {
-      stdio: 'ignore',
-    });
+    rabbitmqctlSync('add_vhost', vhost);
+    rabbitmqctlSync('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
     return true;
   } catch {
     if (process.env.CI === 'true')

@@ -4,6 +4,7 @@
  * with DTS_AMQP_URL and a separate `dts worker --pool i04` process, a job routed to that pool by its
  * properties and run by that worker.
  */
+
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
@@ -11,6 +12,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, tempDir, waitForPort } from '../servers/common.js';
+import { rabbitmqctlSync } from '../servers/rabbitmq.js';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const dtsBin = path.join(repo, 'apps/cli/bin/dts.js');
@@ -136,10 +138,8 @@ describe('dts serve (embedded broker)', () => {
 const amqpVhost = `dts-e2e-${process.pid}-${Date.now()}`;
 const rabbit = (() => {
   try {
-    execFileSync('rabbitmqctl', ['add_vhost', amqpVhost], { stdio: 'ignore' });
-    execFileSync('rabbitmqctl', ['set_permissions', '-p', amqpVhost, 'guest', '.*', '.*', '.*'], {
-      stdio: 'ignore',
-    });
+    rabbitmqctlSync('add_vhost', amqpVhost);
+    rabbitmqctlSync('set_permissions', '-p', amqpVhost, 'guest', '.*', '.*', '.*');
     return true;
   } catch {
     if (process.env.CI === 'true')

@@ -3,7 +3,8 @@
  * processes (the built CLI, as users run it), a throttled HTTP source that asks for a password and
  * counts what it sends, and a small API client.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
@@ -11,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, waitForPort } from '../servers/common.js';
+import { rabbitmqctlSync } from '../servers/rabbitmq.js';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const dtsBin = path.join(repo, 'apps/cli/bin/dts.js');
@@ -25,7 +27,7 @@ export function sha256(b: Buffer): string {
 // RabbitMQ
 
 export function rabbitmqctl(...args: string[]): void {
-  execFileSync('rabbitmqctl', args, { stdio: 'ignore', timeout: 60_000 });
+  rabbitmqctlSync(...args);
 }
 
 /** A fresh vhost for one suite (false when RabbitMQ is not there, outside CI). */

@@ -8,6 +8,7 @@
  *   ranged GET), then Done with the right bytes; and `dts cancel --wait` of a running job, which
  *   leaves nothing behind.
  */
+
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, tempDir, waitForPort } from '../../../test/servers/common.js';
+import { rabbitmqctlSync } from '../../../test/servers/rabbitmq.js';
 
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
 const bin = path.join(repo, 'apps/cli/bin/dts.js');
@@ -388,10 +390,8 @@ describe('dts serve: suspend, resume, cancel and workers against a running job',
 const amqpVhost = `dts-cli-${process.pid}-${Date.now()}`;
 const rabbit = (() => {
   try {
-    execFileSync('rabbitmqctl', ['add_vhost', amqpVhost], { stdio: 'ignore' });
-    execFileSync('rabbitmqctl', ['set_permissions', '-p', amqpVhost, 'guest', '.*', '.*', '.*'], {
-      stdio: 'ignore',
-    });
+    rabbitmqctlSync('add_vhost', amqpVhost);
+    rabbitmqctlSync('set_permissions', '-p', amqpVhost, 'guest', '.*', '.*', '.*');
     return true;
   } catch {
     if (process.env.CI === 'true')

@@ -5,6 +5,7 @@ import type { Credential, DataCopySpec, DataLocation, JobSpec } from '@dts/docum
 import {
   type Adapter,
   type AdapterRegistry,
+  blockPool,
   chunksOf,
   classifySystemError,
   type Entry,
@@ -756,10 +757,14 @@ class CopyRun {
     /** The whole file's size as the read reported it (asked only for an entry listed without one). */
     let reported: number | undefined;
     let input: Readable;
+    // Every sink hands each chunk back when it has written it: the source may then read into pooled
+    // blocks and fill them again (blocks.ts in @dts/vfs), each chunk held here for all the sinks.
+    const recycle = pending.every((t) => t.sink.loc.adapter.capabilities.releasesChunks === true);
     try {
       input = await srcAdapter.openRead(sourcePath, {
         offset: readFrom,
         signal: attemptAbort.signal,
+        ...(recycle ? { recycle } : {}),
         ...(entry.sizeUnknown
           ? {
               onOpen: (opened) => {
@@ -827,6 +832,7 @@ class CopyRun {
         // Fan-out with back-pressure: wait until every sink has room, so a slow sink slows the
         // source rather than letting a fast sink's buffer (or ours) grow without bound.
         const waits: Promise<unknown>[] = [];
+        if (recycle) blockPool.hold(chunk, pipes.length);
         for (const p of pipes) if (!p.write(chunk)) waits.push(p.drained(attemptAbort.signal));
         if (waits.length > 0) await Promise.all(waits);
         const now = Date.now();

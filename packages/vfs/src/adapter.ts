@@ -26,6 +26,12 @@ export interface Capabilities {
   readonly checksums: readonly string[];
   /** `localPath` exists: paths are on this host's file system (enables the kernel's copy). */
   readonly localFilesystem: boolean;
+  /**
+   * `write` hands every chunk it has finished with back to the block pool (`blockPool.release`, see
+   * blocks.ts), so a source may fill the same memory again: the engine asks sources for pooled blocks
+   * (`ReadOptions.recycle`) only when every sink of a file declares this. Absent: false.
+   */
+  readonly releasesChunks?: boolean;
 }
 
 export type EntryType = 'file' | 'directory' | 'symlink' | 'other';
@@ -80,6 +86,12 @@ export interface ReadOptions {
    * when no report came.
    */
   readonly onOpen?: (info: ReadInfo) => void;
+  /**
+   * The consumer hands each chunk back to the block pool when done with it (blocks.ts): an adapter
+   * that can read straight into pooled blocks (a large http(s) GET) may then yield views of them,
+   * one per filled 1 MiB block. Only a hint; only the engine sets it, for sinks that release.
+   */
+  readonly recycle?: boolean;
 }
 
 export interface WriteOptions {

@@ -11,6 +11,7 @@ export type {
   WriteOptions,
   WriteResult,
 } from './adapter.js';
+export { BLOCK_BYTES, BlockPool, blockPool } from './blocks.js';
 export { ChunkReader, chunksOf, prematureClose } from './chunks.js';
 export {
   classifySystemError,

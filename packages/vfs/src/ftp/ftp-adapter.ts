@@ -35,6 +35,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../adapter.js';
+import { blockPool } from '../blocks.js';
 import { isTransferError, TransferError } from '../errors.js';
 import { basicFtp } from './basic.js';
 import { classifyFtpError, refined, replyCode } from './classify.js';
@@ -112,6 +113,8 @@ const CAPABILITIES: Capabilities = {
 
 /** Symlinks in a listing whose targets are looked up after the listing; beyond this they stay `symlink`. */
 const MAX_DEFERRED_LINKS = 10_000;
+/** Bytes to read from which a download goes into pooled blocks when the reader recycles them (`ReadOptions.recycle`). */
+const BLOCK_READ_MIN = 8 * 1024 * 1024;
 
 type Probe =
   | { readonly type: 'file'; readonly size: number; readonly mtime?: Date }
@@ -273,6 +276,8 @@ export class FtpAdapter implements Adapter {
       });
     }
     const signal = options.signal;
+    // A large file for a consumer that hands chunks back is read into pool blocks (blocks.ts).
+    const blocks = options.recycle === true && (options.size ?? 0) - offset >= BLOCK_READ_MIN;
     for (let attempt = 0; ; attempt++) {
       if (signal?.aborted) throw this.cancelled(p, signal);
       const lease = await this.acquire('stream', p, signal);
@@ -284,9 +289,12 @@ export class FtpAdapter implements Adapter {
         this.pool.release(lease, reusable && !client.closed);
       };
       // Destroyed before the transfer ended: the connection is mid-transfer (never close one given back).
-      const stream = new DownloadStream(() => {
-        if (!released) client.close();
-      });
+      const stream = new DownloadStream(
+        () => {
+          if (!released) client.close();
+        },
+        blocks ? blockPool : undefined,
+      );
       let started: () => void = () => undefined;
       const start = new Promise<void>((resolve) => {
         started = resolve;
@@ -297,6 +305,7 @@ export class FtpAdapter implements Adapter {
         pipelining: this.pipelining,
         onPipelineRefused: () => this.stopPipelining(),
         onStart: () => started(),
+        ...(stream.onread ? { onread: stream.onread } : {}),
       });
       // An abort stops the transfer (closing its connection, if still ours) and fails the stream, also
       // when the transfer is complete but the consumer has not read everything yet.

@@ -15,7 +15,9 @@ import * as https from 'node:https';
 import { Readable } from 'node:stream';
 import type { Credential } from '@dts/document';
 import type { Endpoint, Entry, ReadInfo } from '../adapter.js';
+import { blockPool } from '../blocks.js';
 import { classifySystemError, isTransferError, maskUrl, TransferError } from '../errors.js';
+import { blockGet } from './block-get.js';
 
 /** Options common to the http and webdav adapters (their factories' `options` describe them). */
 export interface HttpClientOptions {
@@ -58,6 +60,8 @@ export const HTTP_CLIENT_OPTIONS = [
 ] as const;
 
 const MAX_REDIRECTS = 5;
+/** Bytes to read from which a GET goes into pooled blocks (`HttpClient.blockGet`) when the reader recycles them. */
+const BLOCK_GET_MIN = 8 * 1024 * 1024;
 /** How long to wait for `100 Continue` before sending an upload's body anyway (curl waits 1 s too). */
 const EXPECT_CONTINUE_MS = 1_000;
 
@@ -352,6 +356,59 @@ export class HttpClient {
   /** A one-connection agent with this client's TLS settings, closed when its request is done. */
   private ownAgent(): http.Agent {
     return this.secure ? new https.Agent(this.tls) : new http.Agent();
+  }
+
+  /**
+   * A GET of a large file read straight into pooled blocks (block-get.ts): the bytes from `offset`,
+   * as a 200 (or the 206 a Range asks for) whose body's chunks are views of pool blocks, for a
+   * consumer that hands them back. Undefined when the answer is anything but that plain case (a
+   * redirect, an error, a chunked body, a connection that failed before the head): the caller then
+   * sends the request through `request`, which handles and words every case. Throws only a
+   * TransferError, for a server that does not answer in time.
+   */
+  async blockGet(
+    path: string,
+    offset: number,
+    signal: AbortSignal | undefined,
+  ): Promise<HttpResponse | undefined> {
+    const display = this.displayUrl(path);
+    const url = this.url(path);
+    const headers: Record<string, string> = {};
+    if (this.authorization) headers.Authorization = this.authorization;
+    if (offset > 0) headers.Range = `bytes=${offset}-`;
+    const got = await blockGet({
+      host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
+      port: url.port ? Number(url.port) : this.secure ? 443 : 80,
+      tls: this.secure ? this.tls : undefined,
+      target: `${url.pathname}${url.search}`,
+      authority: url.host,
+      headers,
+      expect: offset > 0 ? 206 : 200,
+      connectTimeoutMs: this.connectTimeoutMs,
+      idleTimeoutMs: this.idleTimeoutMs,
+      signal,
+      pool: blockPool,
+      display,
+      timeout: (what) => timeoutError(display, what),
+      classify: (err) => this.classify(err, display),
+      cancelled: () => cancelled(display, signal as AbortSignal),
+    });
+    if (!got) return undefined;
+    const { body } = got;
+    return {
+      status: got.status,
+      headers: got.headers as http.IncomingHttpHeaders,
+      url,
+      sent: 0,
+      body: (o) => {
+        // Only the 206 asked for is taken, so there is never a prefix to skip.
+        if (o?.skip) throw new TransferError('XFR_INTERNAL', `${display}: a block read cannot skip bytes`);
+        return body;
+      },
+      text: () => Promise.reject(new TransferError('XFR_INTERNAL', `${display}: a block read has no text`)),
+      discard: () => body.destroy(),
+      isDirectoryRedirect: false,
+    };
   }
 
   /** Sends a request and resolves with the response head. Throws only TransferErrors. */
@@ -1099,6 +1156,8 @@ export async function getFile(
   signal: AbortSignal | undefined,
   ownConnection = false,
   onOpen?: (info: ReadInfo) => void,
+  /** The file's size when known and the consumer recycles blocks (`ReadOptions.recycle`): a large one is read into pool blocks. */
+  recycleSize?: number,
 ): Promise<Readable> {
   const url = client.displayUrl(path);
   if (!Number.isSafeInteger(offset) || offset < 0) {
@@ -1107,15 +1166,21 @@ export async function getFile(
     });
   }
   if (path.endsWith('/')) throw isDirectory(url);
-  const res = await client.request({
-    method: 'GET',
-    path,
-    headers: offset > 0 ? { Range: `bytes=${offset}-` } : {},
-    signal,
-    followRedirects: true,
-    stopAtDirectoryRedirect: true,
-    ownConnection,
-  });
+  const blocks =
+    recycleSize !== undefined && recycleSize - offset >= BLOCK_GET_MIN
+      ? await client.blockGet(path, offset, signal)
+      : undefined;
+  const res =
+    blocks ??
+    (await client.request({
+      method: 'GET',
+      path,
+      headers: offset > 0 ? { Range: `bytes=${offset}-` } : {},
+      signal,
+      followRedirects: true,
+      stopAtDirectoryRedirect: true,
+      ownConnection,
+    }));
   if (res.isDirectoryRedirect || (res.status < 300 && res.url.pathname.endsWith('/'))) {
     res.discard();
     throw isDirectory(url);

@@ -292,6 +292,7 @@ export class HttpAdapter implements Adapter {
         options.signal,
         false,
         options.onOpen,
+        options.recycle ? options.size : undefined,
       );
     } catch (err) {
       if (!this.headPerFile && isTransferError(err) && err.code === 'XFR_IS_A_DIRECTORY') {

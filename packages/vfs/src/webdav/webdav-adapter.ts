@@ -170,7 +170,16 @@ export class WebDavAdapter implements Adapter {
   }
 
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
-    return getFile(this.client, this.versions, path, options.offset ?? 0, options.signal);
+    return getFile(
+      this.client,
+      this.versions,
+      path,
+      options.offset ?? 0,
+      options.signal,
+      false,
+      options.onOpen,
+      options.recycle ? options.size : undefined,
+    );
   }
 
   async write(
