@@ -89,7 +89,7 @@ export interface ReadOptions {
   /**
    * The consumer hands each chunk back to the block pool when done with it (blocks.ts): an adapter
    * that can read straight into pooled blocks (a large http(s) GET) may then yield views of them,
-   * one per filled 1 MiB block. Only a hint; only the engine sets it, for sinks that release.
+   * one per filled 512 KiB block. Only a hint; only the engine sets it, for sinks that release.
    */
   readonly recycle?: boolean;
 }

@@ -330,8 +330,8 @@ export class FileAdapter implements Adapter {
     // The pool blocks of a large download (blocks.ts) are written directly too while such writes are
     // fast (SyncGate kind `block`): a write handed to the thread pool copies into the page cache on
     // one core while the main thread copies the next bytes off the socket on the other, and on this
-    // project's 2-core machine the two contend in the kernel: a 1 GiB http download read into 1 MiB
-    // blocks took 0.9–2.2 s that way and 0.45–0.55 s written from the main thread. Not for other
+    // project's 2-core machine the two contend in the kernel: a 1 GiB http download read into blocks
+    // took 0.9–2.2 s that way and 0.45–0.55 s written from the main thread. Not for other
     // chunks: where the main thread has work of its own per byte (a source that allocates each chunk,
     // a checksum of a local file) the pool's second core wins (a 2 GiB local copy with sha256: 3.5 s
     // with pool writes, 7.3 s and 6x the memory with direct ones).

@@ -5,7 +5,7 @@
  * chunk once more into another new Buffer; for a 1 GiB download that is 32,768 allocations whose
  * pages the kernel faults in and zeroes, and 16,384 chunks through the stream machinery: dts's big
  * http/webdav downloads ran at a third of curl's speed on that alone. Here a connection of its own
- * (no keep-alive: one large body per connection) reads with the socket's `onread` into 1 MiB blocks
+ * (no keep-alive: one large body per connection) reads with the socket's `onread` into 512 KiB blocks
  * of the pool, and the body is one chunk per filled block, which the sink hands back to be filled
  * again.
  *
