@@ -8,6 +8,7 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import * as net from 'node:net';
+import { Readable } from 'node:stream';
 import type { Adapter } from '@dts/vfs';
 import { ftpAdapterFactory } from '@dts/vfs';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -19,6 +20,8 @@ const FILES: Record<string, Buffer> = {
 
 interface Scripted {
   readonly port: number;
+  /** What STOR received, by path. */
+  readonly stored: Map<string, Buffer>;
   /** What each control connection received, chunk by chunk, in order of connection. */
   readonly chunks: string[][];
   /** Replies 502 to REST while true. */
@@ -30,6 +33,7 @@ async function scriptedServer(): Promise<Scripted> {
   const sockets = new Set<net.Socket>();
   const state: Scripted = {
     port: 0,
+    stored: new Map(),
     chunks: [],
     refuseRest: false,
     close: async () => {
@@ -84,6 +88,20 @@ async function scriptedServer(): Promise<Scripted> {
           dataConn = undefined;
           restAt = 0;
           return reply('226 done');
+        }
+        case 'STOR': {
+          if (!dataConn) return reply('425 use EPSV first');
+          const data = await dataConn;
+          sockets.add(data);
+          reply('150 send it');
+          const parts: Buffer[] = [];
+          data.on('data', (c: Buffer) => parts.push(c));
+          await once(data, 'end');
+          data.end();
+          state.stored.set(arg, Buffer.concat(parts));
+          passive?.close();
+          dataConn = undefined;
+          return reply('226 stored');
         }
         case 'QUIT':
           reply('221 bye');
@@ -149,6 +167,23 @@ describe('ftp command pipelining (scripted server)', () => {
     // Then each transfer is one write.
     expect(chunks).toContain('EPSV\r\nRETR /b.bin\r\n');
     expect(chunks).toContain('EPSV\r\nREST 10\r\nRETR /b.bin\r\n');
+  });
+
+  it('once EPSV has worked, an upload sends EPSV and STOR in one chunk; the bytes stored are right', async () => {
+    server = await scriptedServer();
+    adapter = adapterFor(server.port);
+    const one = Buffer.from('uploaded first, one command at a time');
+    const two = Buffer.from('uploaded second, pipelined');
+    expect((await adapter.write('/up1.bin', Readable.from([one]))).bytes).toBe(one.length);
+    expect(
+      (await adapter.write('/up2.bin', Readable.from([two.subarray(0, 10), two.subarray(10)]))).bytes,
+    ).toBe(two.length);
+    expect(server.stored.get('/up1.bin')).toEqual(one);
+    expect(server.stored.get('/up2.bin')).toEqual(two);
+    const chunks = server.chunks.flat();
+    expect(chunks).toContain('EPSV\r\n');
+    expect(chunks).toContain('STOR /up1.bin\r\n');
+    expect(chunks).toContain('EPSV\r\nSTOR /up2.bin\r\n');
   });
 
   it('pipelining: false sends one command at a time', async () => {

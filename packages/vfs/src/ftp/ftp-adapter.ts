@@ -65,8 +65,9 @@ export interface FtpAdapterOptions {
   /** ftps only: do not verify the server's certificate (test servers only). Default false. */
   readonly insecureSkipVerify?: boolean;
   /**
-   * Send commands that need no answer in between in one write: `RNFR`+`RNTO`, and for a download
-   * `EPSV`+`REST`+`RETR` (once EPSV has worked on the connection). A round trip fewer each; servers
+   * Send commands that need no answer in between in one write: `RNFR`+`RNTO`, for a download
+   * `EPSV`+`REST`+`RETR` and for an upload `EPSV`+`STOR` (or `APPE`), once EPSV has worked on the
+   * connection. A round trip fewer each; servers
    * answer in order (RFC 959). Default true; false for a server that mishandles it.
    */
   readonly pipelining?: boolean;
@@ -1181,7 +1182,7 @@ export const ftpAdapterFactory: AdapterFactory = {
     },
     {
       name: 'pipelining',
-      help: 'Send RNFR+RNTO, and EPSV+REST+RETR, in one write each (a round trip fewer); false for a server that mishandles it',
+      help: 'Send RNFR+RNTO, EPSV+REST+RETR and EPSV+STOR (or APPE) in one write each (a round trip fewer); false for a server that mishandles it',
       default: true,
     },
   ],
