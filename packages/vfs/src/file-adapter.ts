@@ -327,11 +327,11 @@ export class FileAdapter implements Adapter {
     let position: number | null = options.append ? null : offset;
     let writing: Promise<void> | undefined;
     let failed: unknown;
-    // The pool blocks of a large download (blocks.ts) are written directly too while such writes are
-    // fast (SyncGate kind `block`): a write handed to the thread pool copies into the page cache on
-    // one core while the main thread copies the next bytes off the socket on the other, and on this
-    // project's 2-core machine the two contend in the kernel: a 1 GiB http download read into blocks
-    // took 0.9–2.2 s that way and 0.45–0.55 s written from the main thread. Not for other
+    // The pool blocks of a large download (blocks.ts) are written directly too unless such a write
+    // stalled lately (SyncGate kind `block`): a write handed to the thread pool copies into the page
+    // cache on one core while the main thread copies the next bytes off the socket on the other, and
+    // on this project's 2-core machine the two contend in the kernel: a 1 GiB http download read into
+    // blocks took 0.9–2.2 s that way and 0.45–0.55 s written from the main thread. Not for other
     // chunks: where the main thread has work of its own per byte (a source that allocates each chunk,
     // a checksum of a local file) the pool's second core wins (a 2 GiB local copy with sha256: 3.5 s
     // with pool writes, 7.3 s and 6x the memory with direct ones).
@@ -561,10 +561,15 @@ const FAST_STEP_US = 150;
 /** …and while above it, one step in this many is still done synchronously, to notice when it is fast again. */
 const PROBE_EVERY = 16;
 /**
- * A write of BLOCK_WRITE bytes or more of a larger file is done directly while such writes average
- * no more than this (µs per MiB: ~1 GB/s into the page cache; a disk that takes longer goes to the pool).
+ * A write of BLOCK_WRITE bytes or more of a pooled download is done directly whatever its average
+ * (no limit), and sent to the pool only after a stall: one such write over BLOCK_STALL_MS. Writes
+ * into the page cache that are merely slow (2.5–4 ms per MiB on this machine in some runs, against
+ * ~0.5 normally) are slower still from the pool, where the copy contends with the socket reads: in one
+ * bench run a 1 GiB download took 1.8–2.4 s with a 1.5 ms/MiB limit and 0.7–0.9 s without one.
  */
-const FAST_BLOCK_US_PER_MIB = 1500;
+const FAST_BLOCK_US_PER_MIB = Number.POSITIVE_INFINITY;
+/** A single `block` write slower than this (a disk the kernel throttles) sends every call to the pool for SLOW_BACKOFF_MS. */
+const BLOCK_STALL_MS = 100;
 /** Bytes waiting that a larger file's write may take directly (SyncGate kind `block`). */
 const BLOCK_WRITE = 256 * 1024;
 const MiB = 1024 * 1024;
@@ -656,7 +661,8 @@ export class SyncGate {
       // the next hundreds of files to the pool, while a file system slow at every step still averages
       // above the limit after a few steps.
       this.costUs[kind] += (Math.min((ms * 1000) / mib, 2 * FAST_US[kind]) - this.costUs[kind]) / 8;
-      if (ms > this.slowStepMs) this.slowUntil = Date.now() + SLOW_BACKOFF_MS;
+      if (ms > (kind === 'block' ? BLOCK_STALL_MS : this.slowStepMs))
+        this.slowUntil = Date.now() + SLOW_BACKOFF_MS;
     }
   }
 }

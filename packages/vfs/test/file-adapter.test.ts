@@ -321,6 +321,24 @@ describe('FileAdapter, file-system specifics', () => {
       expect(await strict.allows(root, 'read')).toBe(false);
       expect(strict.knownLocal(root)).toBe(false);
     });
+
+    it('the gate for pooled blocks: slow writes stay direct, only a stall over 100 ms sends them to the pool', async () => {
+      const spin = (ms: number) => {
+        const until = performance.now() + ms;
+        while (performance.now() < until) {}
+      };
+      const gate = new SyncGate();
+      expect(await gate.allows(root, 'block')).toBe(true);
+      // 8 ms per 512 KiB (16 ms per MiB, far slower than a small file's create may be): still direct.
+      for (let i = 0; i < 10; i++) gate.timed('block', () => spin(8), 0.5);
+      expect(gate.allowsNow(root, 'block')).toBe(true);
+      // 30 ms for one block: over the small steps' 20 ms, under the blocks' 100 ms.
+      gate.timed('block', () => spin(30), 0.5);
+      expect(gate.allowsNow(root, 'block')).toBe(true);
+      gate.timed('block', () => spin(110), 0.5);
+      expect(gate.allowsNow(root, 'block')).toBe(false);
+      expect(gate.allowsNow(root, 'create')).toBe(false);
+    });
   });
 
   describe('factory', () => {
