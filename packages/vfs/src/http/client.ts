@@ -14,7 +14,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { Readable } from 'node:stream';
 import type { Credential } from '@dts/document';
-import type { Endpoint, Entry, ReadInfo } from '../adapter.js';
+import type { Endpoint, Entry, ReadInfo, ReadOptions } from '../adapter.js';
 import { blockPool } from '../blocks.js';
 import { classifySystemError, isTransferError, maskUrl, TransferError } from '../errors.js';
 import { blockGet } from './block-get.js';
@@ -1236,6 +1236,25 @@ export async function getFile(
   onOpen?.(readInfo(contentLength(res.headers), now));
   // A 200 to a Range request: the server ignored the Range. Correct, just slower: skip the prefix.
   return res.body({ skip: offset, signal });
+}
+
+/** `getFile` as an adapter's `openRead` calls it: with the caller's read options. */
+export function openFile(
+  client: HttpClient,
+  versions: VersionMemory,
+  path: string,
+  options: ReadOptions,
+): Promise<Readable> {
+  return getFile(
+    client,
+    versions,
+    path,
+    options.offset ?? 0,
+    options.signal,
+    false,
+    options.onOpen,
+    options.recycle ? options.size : undefined,
+  );
 }
 
 /** What a GET told about its file, for `ReadOptions.onOpen`: a size only when it is a whole number. */

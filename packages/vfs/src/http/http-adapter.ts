@@ -34,7 +34,7 @@ import {
   decodeUrlPath,
   failure,
   fileEntry,
-  getFile,
+  openFile,
   HTTP_CLIENT_OPTIONS,
   HttpClient,
   type HttpClientOptions,
@@ -284,16 +284,7 @@ export class HttpAdapter implements Adapter {
 
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
     try {
-      return await getFile(
-        this.client,
-        this.versions,
-        path,
-        options.offset ?? 0,
-        options.signal,
-        false,
-        options.onOpen,
-        options.recycle ? options.size : undefined,
-      );
+      return await openFile(this.client, this.versions, path, options);
     } catch (err) {
       if (!this.headPerFile && isTransferError(err) && err.code === 'XFR_IS_A_DIRECTORY') {
         // A listing without HEADs takes every link without a trailing / for a file.

@@ -33,6 +33,7 @@ import {
   decodeUrlPath,
   failure,
   getFile,
+  openFile,
   HTTP_CLIENT_OPTIONS,
   HttpClient,
   type HttpClientOptions,
@@ -170,16 +171,7 @@ export class WebDavAdapter implements Adapter {
   }
 
   async openRead(path: string, options: ReadOptions = {}): Promise<Readable> {
-    return getFile(
-      this.client,
-      this.versions,
-      path,
-      options.offset ?? 0,
-      options.signal,
-      false,
-      options.onOpen,
-      options.recycle ? options.size : undefined,
-    );
+    return openFile(this.client, this.versions, path, options);
   }
 
   async write(
