@@ -296,6 +296,7 @@ export class FtpAdapter implements Adapter {
         },
         blocks ? blockPool : undefined,
       );
+      const onread = stream.onread;
       let started: () => void = () => undefined;
       const start = new Promise<void>((resolve) => {
         started = resolve;
@@ -306,7 +307,7 @@ export class FtpAdapter implements Adapter {
         pipelining: this.pipelining,
         onPipelineRefused: () => this.stopPipelining(),
         onStart: () => started(),
-        ...(stream.onread ? { onread: stream.onread } : {}),
+        ...(onread ? { onread } : {}),
       });
       // An abort stops the transfer (closing its connection, if still ours) and fails the stream, also
       // when the transfer is complete but the consumer has not read everything yet.

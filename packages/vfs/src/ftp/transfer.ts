@@ -80,9 +80,9 @@ export async function runTransfer(
   const ftp = client.ftp;
   const restAt = options.restAt !== undefined && options.restAt > 0 ? options.restAt : undefined;
   // A transfer on a connection where EPSV has worked before (basic-ftp then keeps that strategy)
-  // sends EPSV, REST and the command in one write: a round trip fewer per file. Uploads too (EPSV and
-  // STOR or APPE): 2,000 × 16 KiB to vsftpd in 2.4–2.8 s instead of 2.8–2.95 s, by hand. The server answers
-  // them in order; dts opens the data connection on the 229 itself (openDataConnection). Any
+  // sends EPSV, REST and the command in one write: a round trip fewer per file. Uploads too (EPSV
+  // and STOR or APPE): 2,000 × 16 KiB to vsftpd in 2.4–2.8 s instead of 2.8–2.95 s, by hand. The
+  // server answers them in order; dts opens the data connection on the 229 itself (openDataConnection). Any
   // surprise before the command's own reply leaves the control connection out of step: it is closed.
   const host = ftp.socket.remoteAddress;
   // A block download (`onread`) needs the data connection dts opens itself, which only the pipelined
